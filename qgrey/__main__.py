@@ -1,0 +1,3 @@
+from qgrey.plugin import main
+
+main()

@@ -1,0 +1,54 @@
+"""Write the fast launcher that control/smtpplugins should name.
+
+    python3 -m qgrey.launcher /var/qmail/bin/qgrey
+
+qmail-spp starts the plugin for every RCPT. The launcher runs this very
+interpreter with -I -S: no site processing (which can cost several times a
+bare start-up) and no environment variables that change Python's behaviour,
+and it finds qgrey where it is installed now. Write it again after moving
+qgrey or upgrading Python.
+"""
+import os
+import sys
+
+TEMPLATE = '''#!{python} -IS
+# qgrey launcher for qmail-spp, written by: python3 -m qgrey.launcher
+import sys
+sys.path.insert(0, {path!r})
+try:
+    from qgrey.plugin import main
+except ImportError as err:
+    sys.stderr.write("qgrey: action=error reason=install detail=cannot import qgrey from %s (%s); "
+                     "write the launcher again\\n" % ({path!r}, err))
+    raise SystemExit(0)
+main()
+'''
+
+
+def launcher_text(python=None):
+    import qgrey
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(qgrey.__file__)))
+    return TEMPLATE.format(python=python or sys.executable, path=package_parent)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0].startswith("-"):
+        sys.stderr.write("usage: python3 -m qgrey.launcher PATH\n")
+        return 100
+    target = argv[0]
+    temporary = target + ".new"
+    try:
+        with open(temporary, "w") as out:
+            out.write(launcher_text())
+        os.chmod(temporary, 0o755)
+        os.replace(temporary, target)
+    except OSError as err:
+        sys.stderr.write("qgrey.launcher: fatal: cannot write %s: %s\n" % (target, err.strerror))
+        return 111
+    print(target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

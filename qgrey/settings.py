@@ -1,0 +1,157 @@
+"""The one table of settings: name, parser, default, meaning.
+
+Values come from the environment (tcprules, the run script, cron) and from
+the optional file GL_DIR/config of NAME=value lines; the environment wins.
+A bad value is reported with its name and source, and its default is used.
+Only posix (built in) is imported: this module is on the per-RCPT path.
+"""
+import posix
+
+DEFAULT_DIR = "/var/qmail/qgrey"
+CONFIG_NAME = "config"
+MAX_DURATION = 10 * 365 * 86400
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text):
+    """'300', '5m', '2d', '1.5s' -> seconds (float)."""
+    number, unit = text, 1
+    if text[-1:] in _UNITS:
+        number, unit = text[:-1], _UNITS[text[-1]]
+    if not number or not number.replace(".", "", 1).isdigit() or not number.isascii():
+        raise ValueError("not a duration (a number of seconds, optionally with s, m, h or d)")
+    value = float(number) * unit
+    if value > MAX_DURATION:
+        raise ValueError("longer than ten years")
+    return value
+
+
+def whole_duration(text):
+    return int(duration(text))
+
+
+def boolean(text):
+    if text in ("1", "yes", "on", "true"):
+        return True
+    if text in ("0", "no", "off", "false"):
+        return False
+    raise ValueError("not 0 or 1")
+
+
+def choice(*allowed):
+    def parse(text):
+        if text not in allowed:
+            raise ValueError("not one of " + ", ".join(allowed))
+        return text
+    return parse
+
+
+def message(text):
+    if not text or len(text) > 400 or not all(" " <= c <= "~" for c in text):
+        raise ValueError("must be 1 to 400 printable ASCII characters")
+    return text
+
+
+# name, parser, default (as text, parsed like any other value), meaning
+TABLE = (
+    ("GL_DELAY", whole_duration, "300",
+     "how long a new triplet is refused before its retry is accepted"),
+    ("GL_RETRY_WINDOW", whole_duration, "2d",
+     "a first retry later than this after the first attempt starts over"),
+    ("GL_LIFETIME", whole_duration, "36d",
+     "a triplet that passed is accepted without delay until this long after it was last seen"),
+    ("GL_IGNORE_SENDER", boolean, "0", "1: leave the envelope sender out of the triplet"),
+    ("GL_IGNORE_RECIPIENT", boolean, "0", "1: leave the recipient out of the triplet"),
+    ("GL_IGNORE_REMOTEIP", boolean, "0", "1: leave the client address out of the triplet"),
+    ("GL_MASK_IP", boolean, "1",
+     "1: key clients by network (IPv4 /24, IPv6 /64); 0: by exact address"),
+    ("GL_LOCK_TIMEOUT", duration, "3",
+     "longest wait for the database lock; then GL_ON_ERROR applies"),
+    ("GL_ON_ERROR", choice("accept", "defer"), "accept",
+     "what to answer when the database cannot be used: accept (mail flows) or defer (451)"),
+    ("GL_STORE", choice("sqlite", "dbm", "dbm.gnu", "dbm.ndbm", "dbm.sqlite3"), "sqlite",
+     "database kind: sqlite, or dbm (the first of dbm.gnu, dbm.ndbm, dbm.sqlite3 present)"),
+    ("GL_MESSAGE", message, "Greylisted, please try again later",
+     "text of the 451 reply, after '451 4.7.1 '"),
+)
+NAMES = frozenset(row[0] for row in TABLE)
+
+
+class Settings:
+    """Parsed values as attributes: GL_DELAY -> .delay, and so on."""
+
+    def __init__(self, directory, values, problems):
+        self.dir = directory
+        self.problems = problems
+        for name, value in values.items():
+            setattr(self, name[3:].lower(), value)
+
+
+def directory(environ):
+    """GL_DIR, from the environment only (it says where the file is)."""
+    value = environ.get(b"GL_DIR")
+    return value.decode("utf-8", "surrogateescape") if value else DEFAULT_DIR
+
+
+def read_file(path):
+    """-> ({name: (value, source)}, problems). A missing file is no problem."""
+    try:
+        fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
+    except FileNotFoundError:
+        return {}, []
+    except OSError as err:
+        return {}, ["cannot read %s: %s; using the defaults" % (path, err.strerror)]
+    try:
+        chunks = []
+        while True:
+            chunk = posix.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except OSError as err:
+        return {}, ["cannot read %s: %s; using the defaults" % (path, err.strerror)]
+    finally:
+        posix.close(fd)
+    found, problems = {}, []
+    text = b"".join(chunks).decode("utf-8", "replace")
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = "%s line %d" % (path, number)
+        name, equals, value = line.partition("=")
+        name = name.strip()
+        if not equals:
+            problems.append("%s: not NAME=value; ignored" % where)
+        elif name not in NAMES:
+            problems.append("%s: unknown setting %s; ignored" % (where, sanitise(name)))
+        else:
+            found[name] = (value.strip(), where)
+    return found, problems
+
+
+def sanitise(text):
+    return "".join(c if " " < c <= "~" else "?" for c in text[:80])
+
+
+def load(environ):
+    """Settings from the environment (bytes mapping) over GL_DIR/config."""
+    gl_dir = directory(environ)
+    found, problems = read_file(gl_dir + "/" + CONFIG_NAME)
+    values = {}
+    for name, parse, default, _ in TABLE:
+        raw = environ.get(name.encode())
+        if raw is not None:
+            text, source = raw.decode("utf-8", "replace").strip(), "environment"
+        else:
+            text, source = found.get(name, (default, None))
+        try:
+            values[name] = parse(text)
+        except ValueError as err:
+            problems.append("%s=%s from %s: %s; using %s" % (
+                name, sanitise(text), source, err, default))
+            values[name] = parse(default)
+    if values["GL_RETRY_WINDOW"] <= values["GL_DELAY"]:
+        problems.append("GL_RETRY_WINDOW must be longer than GL_DELAY; using 2d")
+        values["GL_RETRY_WINDOW"] = max(whole_duration("2d"), values["GL_DELAY"] + 1)
+    return Settings(gl_dir, values, problems)

@@ -1,0 +1,176 @@
+"""Where entries live: one small interface over several database kinds.
+
+The one operation that changes data is update(key, change): under an
+exclusive flock on GL_DIR/lock it reads the entry, calls change(entry) ->
+(result, new entry), writes the new entry if it is another object, and
+commits before the lock is released. lookup(key) reads under a shared lock.
+Every lock is waited for until one deadline, fixed when the store is opened.
+
+Nothing here knows about the environment, stdout or the command line.
+"""
+import posix
+import time
+
+LOCK_NAME = "lock"
+
+
+class StoreError(Exception):
+    """The database cannot be used. reason is one word for the log."""
+
+    def __init__(self, reason, detail):
+        Exception.__init__(self, detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def os_error(what, err):
+    reason = "disk-full" if err.errno in (28, 122) else "io"  # ENOSPC, EDQUOT
+    return StoreError(reason, "%s: %s" % (what, err.strerror or err))
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Timeout()
+
+
+class Lock:
+    """flock on GL_DIR/lock, opened without following symlinks, with a deadline.
+
+    The wait is a blocking flock interrupted by a timer: no polling, and
+    the process never waits past the deadline.
+    """
+
+    def __init__(self, path, deadline):
+        self.path = path
+        self.deadline = deadline
+        self.fd = None
+
+    def _open(self):
+        flags = posix.O_RDWR | posix.O_CREAT | posix.O_NOFOLLOW | posix.O_CLOEXEC | posix.O_NONBLOCK
+        try:
+            self.fd = posix.open(self.path, flags, 0o600)
+        except OSError as err:
+            raise os_error("cannot open lock file " + self.path, err)
+        if posix.fstat(self.fd).st_mode & 0o170000 != 0o100000:
+            raise StoreError("io", "lock file %s is not a regular file" % self.path)
+
+    def acquire(self, exclusive):
+        import fcntl
+        if self.fd is None:
+            self._open()
+        operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        try:
+            fcntl.flock(self.fd, operation | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._timeout()
+        # The signal module imports enum and more; _signal is what it wraps.
+        try:
+            import _signal as signal
+        except ImportError:  # pragma: no cover
+            import signal
+        previous = signal.signal(signal.SIGALRM, _alarm)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, remaining)
+            fcntl.flock(self.fd, operation)
+        except _Timeout:
+            raise self._timeout()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    def _timeout(self):
+        return StoreError("lock-timeout", "no lock on %s within the deadline" % self.path)
+
+    def release(self):
+        import fcntl
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self):
+        if self.fd is not None:
+            posix.close(self.fd)
+            self.fd = None
+
+
+def check_directory(path):
+    """GL_DIR must exist, be a directory and not be writable by others."""
+    try:
+        st = posix.stat(path)
+    except OSError as err:
+        raise StoreError("directory", "GL_DIR %s: %s" % (path, err.strerror))
+    if st.st_mode & 0o170000 != 0o040000:
+        raise StoreError("directory", "GL_DIR %s is not a directory" % path)
+    if st.st_mode & 0o002:
+        raise StoreError("directory", "GL_DIR %s is writable by others; chmod o-w it" % path)
+
+
+class Store:
+    """Base class: kinds provide _open(write), _get(key), _put(key, entry),
+    _delete(key), _commit(), _close(), and may override lookup()."""
+
+    file_name = None
+
+    def __init__(self, directory, lock_timeout, deadline=None):
+        self.dir = directory
+        self.path = directory + "/" + self.file_name
+        if deadline is None:
+            deadline = time.monotonic() + lock_timeout
+        self.lock = Lock(directory + "/" + LOCK_NAME, deadline)
+        self.checked = False
+
+    def _locked(self, exclusive):
+        if not self.checked:
+            check_directory(self.dir)
+            self.checked = True
+        self.lock.acquire(exclusive)
+
+    def lookup(self, key):
+        """The stored entry of key, or None."""
+        self._locked(False)
+        try:
+            self._open(False)
+            return self._get(key)
+        finally:
+            self._close()
+            self.lock.release()
+
+    def update(self, key, change):
+        """Atomic read-modify-write: change(entry) -> (result, new entry).
+
+        new entry None deletes; the same object as given writes nothing.
+        """
+        self._locked(True)
+        try:
+            self._open(True)
+            entry = self._get(key)
+            result, new = change(entry)
+            if new is not entry:
+                if new is None:
+                    self._delete(key)
+                else:
+                    self._put(key, new)
+                self._commit()
+            return result
+        finally:
+            self._close()
+            self.lock.release()
+
+    def close(self):
+        self.lock.close()
+
+
+def open_store(settings, deadline=None):
+    """The store GL_STORE names, in GL_DIR; kinds are imported only here."""
+    kind = settings.store
+    if kind == "sqlite":
+        from qgrey.store.sqlite import SqliteStore
+        return SqliteStore(settings.dir, settings.lock_timeout, deadline)
+    from qgrey.store.dbm import DbmStore
+    return DbmStore(settings.dir, settings.lock_timeout, deadline, kind)

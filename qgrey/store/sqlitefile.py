@@ -1,0 +1,158 @@
+"""Look one key up in qgrey's SQLite file without loading SQLite.
+
+Loading the SQLite library costs about half a Python start-up; a known
+sender needs only one read. This reads the documented file format
+(https://www.sqlite.org/fileformat2.html) for the one shape qgrey writes: a
+rollback-journal database, UTF-8, and a WITHOUT ROWID table whose first
+column is the TEXT key. The caller holds the shared flock, so no qgrey
+writer is half-way through a commit. Anything else (a hot journal left by
+a killed writer, WAL mode, overflow pages, an odd page) raises Unsupported,
+and the caller asks SQLite itself.
+"""
+import posix
+
+
+class Unsupported(Exception):
+    pass
+
+
+def _varint(buf, pos):
+    value = 0
+    for i in range(8):
+        byte = buf[pos + i]
+        value = value << 7 | byte & 0x7F
+        if byte < 0x80:
+            return value, pos + i + 1
+    return value << 8 | buf[pos + 8], pos + 9
+
+
+def _record(payload):
+    """Record format -> list of values (int, bytes or None)."""
+    header_size, pos = _varint(payload, 0)
+    types = []
+    while pos < header_size:
+        serial, pos = _varint(payload, pos)
+        types.append(serial)
+    values, pos = [], header_size
+    for serial in types:
+        if serial == 0:
+            values.append(None)
+        elif serial <= 6:
+            size = (0, 1, 2, 3, 4, 6, 8)[serial]
+            values.append(int.from_bytes(payload[pos:pos + size], "big", signed=True))
+            pos += size
+        elif serial in (8, 9):
+            values.append(serial - 8)
+        elif serial >= 12:
+            size = (serial - 12) >> 1
+            values.append(bytes(payload[pos:pos + size]))
+            pos += size
+        else:
+            raise Unsupported("serial type %d" % serial)
+    return values
+
+
+class Reader:
+    def __init__(self, path):
+        # A journal with content beside the file means a writer died
+        # mid-commit: only SQLite may read (and roll back) now.
+        for suffix in ("-journal", "-wal"):
+            try:
+                if posix.stat(path + suffix).st_size:
+                    raise Unsupported("journal present")
+            except FileNotFoundError:
+                pass
+        self.fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
+        try:
+            header = posix.pread(self.fd, 100, 0)
+            if len(header) < 100 or header[:16] != b"SQLite format 3\0":
+                raise Unsupported("not a database")
+            size = int.from_bytes(header[16:18], "big")
+            self.page_size = 65536 if size == 1 else size
+            if header[18:20] != b"\1\1" or header[56:60] != b"\0\0\0\1":
+                raise Unsupported("WAL mode or not UTF-8")
+            self.usable = self.page_size - header[20]
+            self.pages = int.from_bytes(header[28:32], "big")
+        except BaseException:
+            posix.close(self.fd)
+            raise
+
+    def close(self):
+        posix.close(self.fd)
+
+    def _page(self, number):
+        if not 1 <= number <= self.pages:
+            raise Unsupported("page %d out of range" % number)
+        data = posix.pread(self.fd, self.page_size, (number - 1) * self.page_size)
+        if len(data) != self.page_size:
+            raise Unsupported("short page")
+        start = 100 if number == 1 else 0
+        kind = data[start]
+        count = int.from_bytes(data[start + 3:start + 5], "big")
+        interior = kind in (2, 5)
+        pointers = start + (12 if interior else 8)
+        cells = [int.from_bytes(data[p:p + 2], "big") for p in range(pointers, pointers + 2 * count, 2)]
+        right = int.from_bytes(data[start + 8:start + 12], "big") if interior else 0
+        return kind, data, cells, right
+
+    def _payload(self, data, pos, table_leaf):
+        size, pos = _varint(data, pos)
+        if table_leaf:
+            _, pos = _varint(data, pos)  # rowid
+            limit = self.usable - 35
+        else:
+            limit = (self.usable - 12) * 64 // 255 - 23
+        if size > limit:
+            raise Unsupported("overflow page")
+        return data[pos:pos + size]
+
+    def root_page(self, table):
+        kind, data, cells, _ = self._page(1)
+        if kind != 0x0D:
+            raise Unsupported("large schema")
+        for cell in cells:
+            row = _record(self._payload(data, cell, True))
+            if row[0] == b"table" and row[1] == table:
+                return row[3]
+        return None
+
+    def find(self, root, key):
+        """The record whose first column is key, or None."""
+        number = root
+        for _ in range(32):
+            kind, data, cells, right = self._page(number)
+            if kind not in (0x02, 0x0A):
+                raise Unsupported("page type %d" % kind)
+            interior = kind == 0x02
+            low, high = 0, len(cells)
+            while low < high:
+                middle = (low + high) // 2
+                pos = cells[middle] + (4 if interior else 0)
+                row = _record(self._payload(data, pos, False))
+                if not isinstance(row[0], bytes):
+                    raise Unsupported("key is not text")
+                if row[0] == key:
+                    return row
+                if row[0] < key:
+                    low = middle + 1
+                else:
+                    high = middle
+            if not interior:
+                return None
+            if low == len(cells):
+                number = right
+            else:
+                number = int.from_bytes(data[cells[low]:cells[low] + 4], "big")
+        raise Unsupported("tree too deep")
+
+
+def lookup(path, table, key):
+    """-> the row (list) of key in table, or None. Raises Unsupported, OSError."""
+    reader = Reader(path)
+    try:
+        root = reader.root_page(table)
+        return None if root is None else reader.find(root, key)
+    except (IndexError, ValueError) as err:
+        raise Unsupported("malformed: %s" % err)
+    finally:
+        reader.close()
