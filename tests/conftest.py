@@ -1,0 +1,76 @@
+"""Running qgrey the way qmail-spp runs it: environment only, stdin closed,
+cwd elsewhere, through the launcher that control/smtpplugins names."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+IS_ROOT = os.geteuid() == 0
+NOBODY = 65534
+
+SPP_ENV = {
+    "PROTO": "TCP",
+    "TCPLOCALIP": "192.0.2.1",
+    "TCPREMOTEIP": "198.51.100.7",
+    "TCPREMOTEPORT": "40000",
+    "SMTPHELOHOST": "mx.example.org",
+    "SMTPMAILFROM": "alice@example.org",
+    "SMTPRCPTTO": "bob@example.net",
+    "SMTPRCPTCOUNT": "0",
+    "SMTPRCPTCOUNTALL": "1",
+    "SMTPRCPTHOSTSOK": "1",
+}
+
+
+@pytest.fixture(scope="session")
+def launcher(tmp_path_factory):
+    """The fast launcher, written as the README says."""
+    path = str(tmp_path_factory.mktemp("bin") / "qgrey")
+    subprocess.run([sys.executable, "-m", "qgrey.launcher", path], check=True, cwd="/",
+                   stdout=subprocess.DEVNULL)
+    return path
+
+
+@pytest.fixture
+def gl_dir(tmp_path):
+    path = tmp_path / "state"
+    path.mkdir(mode=0o700)
+    return str(path)
+
+
+def installed_command():
+    """The qgrey console script pip installed beside this interpreter."""
+    return os.path.join(os.path.dirname(sys.executable), "qgrey")
+
+
+def _close_stdin():
+    os.close(0)
+
+
+def spp(command, env, user=None, timeout=60):
+    """Run a plugin as qmail-spp does -> CompletedProcess (bytes)."""
+    command = [command] if isinstance(command, str) else command
+    kwargs = {}
+    if user is not None:
+        kwargs["user"] = user
+        kwargs["group"] = user
+        kwargs["extra_groups"] = []
+    return subprocess.run(
+        command, env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=_close_stdin, timeout=timeout, **kwargs)
+
+
+@pytest.fixture
+def run(launcher, gl_dir):
+    """run(**overrides) -> CompletedProcess; None as a value unsets a variable."""
+    def run(command=None, user=None, timeout=60, **overrides):
+        env = dict(SPP_ENV, GL_DIR=gl_dir)
+        for name, value in overrides.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        return spp(command or launcher, env, user=user, timeout=timeout)
+    return run
