@@ -50,6 +50,8 @@ def test_a_new_triplet_is_greylisted(run, gl_dir):
     [(key, first, last, passed, tries)] = entries(gl_dir)
     assert key == "198.51.100.0/24 alice@example.org bob@example.net"
     assert (passed, tries) == (0, 1) and abs(first - time.time()) < 60
+    for name in os.listdir(gl_dir):
+        assert os.stat(os.path.join(gl_dir, name)).st_mode & 0o777 == 0o600, name
 
 
 def test_an_early_retry_is_greylisted_and_does_not_restart_the_clock(run, gl_dir):
