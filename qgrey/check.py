@@ -18,6 +18,8 @@ def problems_as_current_user(settings):
         check_directory(settings.dir)
     except StoreError as err:
         fix = "mkdir -m 700 %s && chown %s %s" % (settings.dir, user, settings.dir)
+        if "Permission denied" in err.detail:
+            fix = "a directory above it is not searchable by %s; chmod a+x the parents" % user
         if "writable by others" not in err.detail:
             return found + ["%s; fix: %s" % (err.detail, fix)]
         found.append(err.detail)
@@ -85,7 +87,19 @@ def run(settings, user, out):
     except KeyError:
         from qgrey.admin import Failure
         raise Failure("no such user: %s" % user)
+    # The modules the checks need are loaded now: the user may not be able
+    # to read this Python's library directory.
+    import fcntl  # noqa: F401
+    import sqlite3  # noqa: F401
+    import qgrey.store.sqlite  # noqa: F401
+    if settings.store != "sqlite":
+        from qgrey.store import dbm
+        try:
+            dbm.module(settings.store)
+        except StoreError:
+            pass
     out.flush()
+    sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # the checks run with that user's ids, as the plugin will
         status = 111
@@ -97,7 +111,11 @@ def run(settings, user, out):
             out.flush()
         except OSError as err:
             sys.stderr.write("qgrey-admin: fatal: cannot become %s: %s\n" % (user, err.strerror))
+        except BaseException as err:
+            sys.stderr.write("qgrey-admin: fatal: checking as %s: %s: %s\n" % (
+                user, type(err).__name__, err))
         finally:
+            sys.stderr.flush()
             os._exit(status)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8

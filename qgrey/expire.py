@@ -17,6 +17,8 @@ from qgrey.store import StoreError, is_triplet, open_store
 PROGRAM = "qgrey-expire"
 USAGE = "usage: qgrey-expire [--vacuum]"
 BATCH = 500
+# Entries deleted per hold of the exclusive lock (one commit each).
+DELETE_BATCH = 200
 # After each batch, leave the lock to whoever waits for it.
 PAUSE = 0.002
 # Shrinking rewrites the whole file under the exclusive lock; without
@@ -40,10 +42,11 @@ def expire(store, settings, now, batch=BATCH, pause=PAUSE):
         after = rows[-1][0]
         doomed = [key for key, entry in rows if is_triplet(key) and over(entry)]
         counts["kept"] += len(rows) - len(doomed)
-        if doomed:
+        for start in range(0, len(doomed), DELETE_BATCH):
             time.sleep(pause)
-            removed = store.remove_if(doomed, over)
-            counts["kept"] += len(doomed) - len(removed)
+            chunk = doomed[start:start + DELETE_BATCH]
+            removed = store.remove_if(chunk, over)
+            counts["kept"] += len(chunk) - len(removed)
             for _, entry in removed:
                 if policy.waiting_over(entry, now, settings):
                     counts["never-retried"] += 1
@@ -58,6 +61,8 @@ def shrink(store, removed, force):
     """Shrink the file when worth it -> one line saying what was done."""
     def measure(s):
         return s._space()
+    if removed + store.kept == 0:
+        return "shrink: not needed (no entries)"
     size, free = store.maintain(measure, exclusive=False)
     if free is None:  # dbm: estimate from what this run removed
         share = removed / float(removed + store.kept) if removed + store.kept else 0.0
@@ -111,7 +116,7 @@ def main():
         sys.stdout.flush()
     except StoreError as err:
         sys.stderr.write("%s: fatal: %s\n" % (PROGRAM, err.detail))
-        status = 111
+        status = 100 if err.reason == "database" else 111
     except KeyboardInterrupt:
         sys.stderr.write("%s: fatal: interrupted\n" % PROGRAM)
         status = 111
