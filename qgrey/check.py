@@ -90,8 +90,9 @@ def run(settings, user, out):
     # The modules the checks need are loaded now: the user may not be able
     # to read this Python's library directory.
     import fcntl  # noqa: F401
-    import sqlite3  # noqa: F401
-    import qgrey.store.sqlite  # noqa: F401
+    import _signal  # noqa: F401
+    from qgrey.store import sqlite
+    sqlite._load_sqlite()
     if settings.store != "sqlite":
         from qgrey.store import dbm
         try:
