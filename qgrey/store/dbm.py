@@ -41,6 +41,7 @@ class DbmStore(Store):
         self.file_name = FILE_NAMES[self.kind]
         Store.__init__(self, directory, lock_timeout, deadline)
         self.db = None
+        self.snapshot = None
 
     def _open(self, write):
         # qgrey's own flock serialises access; dbm.gnu's lock would not wait.
@@ -87,3 +88,53 @@ class DbmStore(Store):
                     db.close()
                 except Exception:
                     pass
+
+    # Beside the plugin: batch reads and maintenance.
+
+    def _scan(self, after, limit):
+        # dbm has no key order: the sorted key list is read once, in one hold
+        # of the lock, and values are read batch by batch. Entries added
+        # after that hold are not seen by this store object.
+        import bisect
+        if self.snapshot is None:
+            self.snapshot = sorted(self._call(self.db.keys))
+        start = bisect.bisect_right(self.snapshot, after.encode())
+        rows = []
+        for raw in self.snapshot[start:]:
+            if len(rows) >= limit:
+                break
+            value = self._call(self.db.get, raw)
+            if value is not None:
+                rows.append((raw.decode("ascii", "surrogateescape"), decode(value)))
+        return rows
+
+    def _integrity(self):
+        problems = []
+        for raw in self._call(self.db.keys):
+            value = self._call(self.db.get, raw)
+            try:
+                raw.decode("ascii")
+                decode(value if value is not None else b"")
+            except (UnicodeDecodeError, StoreError, ValueError):
+                problems.append("bad entry %r: %r" % (raw[:60], (value or b"")[:40]))
+                if len(problems) >= 20:
+                    problems.append("(stopped after 20 bad entries)")
+                    break
+        return problems
+
+    def _space(self):
+        """-> (file bytes, None: dbm does not say how much of it is free)."""
+        import os
+        size = 0
+        for suffix in ("", ".db", ".pag", ".dir"):
+            try:
+                size += os.stat(self.path + suffix).st_size
+            except OSError:
+                pass
+        return size, None
+
+    def _compact(self):
+        if not hasattr(self.db, "reorganize"):
+            return False
+        self._call(self.db.reorganize)
+        return True

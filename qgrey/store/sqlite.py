@@ -157,3 +157,48 @@ class SqliteStore(Store):
                 db.close()
             except sqlite3.Error:
                 pass
+
+    # Beside the plugin: batch reads and maintenance.
+
+    def _scan(self, after, limit):
+        try:
+            rows = self.db.execute(
+                "SELECT key, first, last, passed, tries FROM entries WHERE key > ? "
+                "ORDER BY key LIMIT ?", (after, limit)).fetchall()
+        except sqlite3.OperationalError as err:
+            if "no such table" in str(err):
+                return []
+            raise self._error(err)
+        except sqlite3.Error as err:
+            raise self._error(err)
+        return [(row[0], Entry(*row[1:])) for row in rows]
+
+    def _ensure(self):
+        self._sql(SCHEMA)
+
+    def _integrity(self):
+        """-> list of problems (empty when the file is sound)."""
+        rows = self._sql("PRAGMA integrity_check").fetchall()
+        problems = [row[0] for row in rows if row[0] != "ok"]
+        tables = [row[0] for row in self._sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()]
+        if tables and TABLE not in tables:
+            problems.append("no table %s: not a qgrey database" % TABLE)
+        elif TABLE in tables:
+            bad = self._sql("SELECT count(*) FROM entries WHERE typeof(first) != 'integer' OR "
+                            "typeof(last) != 'integer' OR typeof(passed) != 'integer' OR "
+                            "typeof(tries) != 'integer'").fetchone()[0]
+            if bad:
+                problems.append("%d entries with non-integer fields" % bad)
+        return problems
+
+    def _space(self):
+        """-> (file bytes, bytes in free pages)."""
+        page_size = self._sql("PRAGMA page_size").fetchone()[0]
+        pages = self._sql("PRAGMA page_count").fetchone()[0]
+        free = self._sql("PRAGMA freelist_count").fetchone()[0]
+        return pages * page_size, free * page_size
+
+    def _compact(self):
+        self._sql("COMMIT")  # VACUUM cannot run inside a transaction
+        self._sql("VACUUM")
