@@ -177,11 +177,12 @@ def decide_request(entries, now, settings, kind=TRIPLET, greytrap=False):
         # Record as if the retry had come: the database is ready to use
         # when learning mode is switched off. Traps are not recorded.
         note = "would greylist: " + reason
-        current = new[0] if reason in ("new", "expired", "early", "punished") else triplet
-        if current is None or expired(current, now, settings, kind):
+        if triplet is None or expired(triplet, now, settings, kind):
             new[0] = Entry(now, now, now, 0)
-        elif not current.passed:
-            new[0] = Entry(current.first, now, now, current.tries)
+        elif not triplet.passed:
+            new[0] = Entry(triplet.first, now, now, triplet.tries)
+        else:
+            new[0] = triplet
         new[1] = count_delivery(client, now, settings)
         new[2] = trap
         action, reason, waited = PASS, "learning", 0
