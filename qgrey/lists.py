@@ -12,9 +12,11 @@ One entry a line; '#' starts a comment at the start of a line or after
 white space. A malformed line is reported (file and line number) and
 skipped. Matching ignores case.
 
-A list longer than SMALL bytes is parsed once into GL_DIR/.NAME.cache
-(marshal, keyed by the list's inode, size and times) and the cache is read
-from then on; if the cache cannot be written, the list is parsed each time.
+A list is parsed into one sorted blob searched by bisection, so a lookup
+costs the same for 10 or 10,000 lines. A list longer than SMALL bytes is
+parsed once into GL_DIR/.NAME.cache (marshal, keyed by the list's inode,
+size and times) and the cache is read from then on; if the cache cannot be
+written, the list is parsed each time.
 Only posix and marshal (both built in) are imported here.
 """
 import marshal
@@ -25,11 +27,11 @@ RECIPIENTS = "whitelist-recipients"
 SENDERS = "whitelist-senders"
 GREYTRAPS = "greytraps"
 SMALL = 4096
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class List:
-    """A parsed list: warnings, and the sets that matching needs."""
+    """A parsed list: warnings, and the data that matching needs (see parse)."""
 
     def __init__(self, data, warnings):
         self.data, self.warnings = data, warnings
@@ -70,17 +72,14 @@ def _address_ok(address):
 
 
 def parse(name, text):
-    """The text of list name -> (data, [(line number, problem)])."""
+    """The text of list name -> (data, [(line number, problem)]).
+
+    data: (IPv4 prefix lengths, IPv6 prefix lengths, blob), where blob holds
+    every entry, tagged by kind, sorted, one a line between newlines, for
+    a binary search that creates no objects per entry (see contains)."""
     from qgrey.keys import parse_ipv4, parse_ipv6
     problems = []
-    if name == CLIENTS:
-        data = {"v4": {}, "v6": {}, "names": set()}
-    elif name == RECIPIENTS:
-        data = {"addresses": set(), "domains": set(), "locals": set()}
-    elif name == SENDERS:
-        data = {"addresses": set(), "domains": set()}
-    else:
-        data = {"addresses": set()}
+    entries, prefixes = set(), {32: set(), 128: set()}
     for number, entry in _entries(text):
         if entry is None:
             problems.append((number, "more than one entry on the line"))
@@ -97,28 +96,51 @@ def parse(name, text):
                 prefix = int(length) if slash else bits
                 if v6 is not None and v6 >> 32 == 0xFFFF and prefix >= 96:
                     v4, v6, bits, prefix = v6 & 0xFFFFFFFF, None, 32, prefix - 96
-                table = data["v4"] if v4 is not None else data["v6"]
                 value = v4 if v4 is not None else v6
-                table.setdefault(prefix, set()).add(value >> (bits - prefix))
+                prefixes[bits].add(prefix)
+                entries.add(_network(bits, prefix, value >> (bits - prefix)))
             elif not slash and _name_ok(entry[1:] if entry[:1] == b"." else entry):
-                data["names"].add(entry)
+                entries.add(b"n" + entry)
             else:
                 problems.append((number, "not an IP address, network or host name"))
         elif entry.startswith(b"@") and name in (RECIPIENTS, SENDERS):
             if _name_ok(entry[1:]):
-                data["domains"].add(entry[1:])
+                entries.add(b"d" + entry[1:])
             else:
                 problems.append((number, "not a domain"))
         elif entry.endswith(b"@") and name == RECIPIENTS:
             if len(entry) > 1 and _address_ok(entry + b"x"):
-                data["locals"].add(entry[:-1])
+                entries.add(b"l" + entry[:-1])
             else:
                 problems.append((number, "not a local part"))
         elif _address_ok(entry):
-            data["addresses"].add(entry)
+            entries.add(b"a" + entry)
         else:
             problems.append((number, "not an address"))
-    return data, problems
+    blob = b"\n" + b"".join(e + b"\n" for e in sorted(entries))
+    return (sorted(prefixes[32]), sorted(prefixes[128]), blob), problems
+
+
+def _network(bits, prefix, network):
+    if bits == 32:
+        return b"4%02d%08x" % (prefix, network)
+    return b"6%03d%032x" % (prefix, network)
+
+
+def contains(blob, entry):
+    """Binary search of blob ("\n" + sorted lines each ending in "\n")."""
+    low, high = 0, len(blob) - 1  # newlines around the lines still in question
+    while low < high:
+        start = blob.rfind(b"\n", low, (low + high) // 2 + 1)
+        end = blob.find(b"\n", start + 1)
+        line = blob[start + 1:end]
+        if line == entry:
+            return True
+        if line < entry:
+            low = end
+        else:
+            high = start
+    return False
 
 
 def load(directory, name):
@@ -181,7 +203,7 @@ def _checked(path, parsed):
 def client_listed(listed, remote_ip, remote_host):
     """Whether TCPREMOTEIP or TCPREMOTEHOST (bytes or None) is in the list."""
     from qgrey.keys import parse_ipv4, parse_ipv6
-    data = listed.data
+    prefixes4, prefixes6, blob = listed.data
     if remote_ip:
         remote_ip = remote_ip.strip()
         if b":" in remote_ip:
@@ -190,22 +212,20 @@ def client_listed(listed, remote_ip, remote_host):
         else:
             v4, v6 = parse_ipv4(remote_ip), None
         if v4 is not None:
-            value, bits, table = v4, 32, data["v4"]
+            value, bits, prefixes = v4, 32, prefixes4
         else:
-            value, bits, table = v6, 128, data["v6"]
+            value, bits, prefixes = v6, 128, prefixes6
         if value is not None:
-            for prefix, networks in table.items():
-                if value >> (bits - prefix) in networks:
+            for prefix in prefixes:
+                if contains(blob, _network(bits, prefix, value >> (bits - prefix))):
                     return True
-    names = data["names"]
-    if remote_host and names:
+    if remote_host:
         host = remote_host.strip().lower().rstrip(b".")
-        if host in names:
+        if host and contains(blob, b"n" + host):
             return True
         dot = host.find(b".")
         while dot >= 0:
-            suffix = host[dot + 1:]
-            if suffix in names or host[dot:] in names:
+            if contains(blob, b"n" + host[dot + 1:]) or contains(blob, b"n" + host[dot:]):
                 return True
             dot = host.find(b".", dot + 1)
     return False
@@ -214,10 +234,8 @@ def client_listed(listed, remote_ip, remote_host):
 def address_listed(listed, address):
     """Whether an address (bytes, lower-cased) is in a list of addresses,
     @domains and localparts@."""
-    data = listed.data
-    if address in data["addresses"]:
+    blob = listed.data[2]
+    if contains(blob, b"a" + address):
         return True
     local, at, domain = address.rpartition(b"@")
-    if not at:
-        return False
-    return domain in data.get("domains", ()) or local in data.get("locals", ())
+    return bool(at) and (contains(blob, b"d" + domain) or contains(blob, b"l" + local))

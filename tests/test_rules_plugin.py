@@ -256,3 +256,23 @@ def test_envelope_text_never_reaches_stdout(run, gl_dir):
     for env in ({"SMTPMAILFROM": "a\nO@x"}, {"SMTPRCPTTO": "b\nA@x"},
                 {"TCPREMOTEHOST": "h\nO"}, {"SMTPMAILFROM": "prvs=1234abcdef=\nA@x"}):
         check(run(**env), GREYLISTED)
+
+
+def test_hot_path_imports_nothing_heavy(run, gl_dir):
+    """Without list files, no privacy and a known triplet: a failed stat per
+    list, and none of re, os, hashlib, ipaddress or the list reader."""
+    import sys
+    check(run(), GREYLISTED)
+    age(gl_dir, 400)
+    check(run(), delayed(400))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys, posix, time; sys.path.insert(0, %r)\n"
+            "from qgrey import plugin\n"
+            "d = plugin.decide(posix.environ, int(time.time()), [])\n"
+            "print(d.reason, ' '.join(sorted(sys.modules)))\n" % root)
+    result = run(command=[sys.executable, "-I", "-S", "-c", code])
+    reason, modules = result.stdout.decode().split(" ", 1)
+    assert reason == "known", result.stderr
+    modules = set(modules.split())
+    assert not modules & {"re", "os", "hashlib", "ipaddress", "qgrey.lists", "qgrey.salt",
+                          "sqlite3", "_sqlite3", "signal", "enum"}, modules

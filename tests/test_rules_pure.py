@@ -308,3 +308,16 @@ def test_address_lists():
     assert not lists.address_listed(listed, b"carol@example.net")
     data, problems = lists.parse(lists.SENDERS, b"postmaster@\n")
     assert problems == [(1, "not an address")]
+
+
+def test_bisection_agrees_with_a_set():
+    from hypothesis import given, strategies as st
+    word = st.binary(min_size=1, max_size=6).map(lambda b: b.replace(b"\n", b"x"))
+
+    @given(st.sets(word, max_size=40), word)
+    def agree(entries, probe):
+        blob = b"\n" + b"".join(e + b"\n" for e in sorted(entries))
+        assert lists.contains(blob, probe) == (probe in entries)
+        for entry in entries:
+            assert lists.contains(blob, entry)
+    agree()
