@@ -9,7 +9,7 @@ in logs, dumps and SMTP replies alike:
   MAX_ADDRESS bytes;
 - a client is 'a.b.c.0/24' or '2001:db8:1:2::/64' when masked, the exact
   address otherwise; IPv4-mapped IPv6 counts as IPv4; a value that is not an
-  IP address is kept, escaped, as it is;
+  IP address is kept, escaped, as it is ('-' when empty);
 - the sender is normalised (normalise_sender) unless GL_NORMALISE_SENDER=0.
 Keys of clients, traps and replies have two fields (see below).
 """
@@ -101,6 +101,8 @@ def format_ipv4(value):
 def client(raw, mask):
     """TCPREMOTEIP bytes -> client field of the key."""
     raw = raw.strip()
+    if not raw:
+        return "-"
     if b":" not in raw:
         v4 = parse_ipv4(raw)
     else:

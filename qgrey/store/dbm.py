@@ -44,19 +44,11 @@ class DbmStore(Store):
 
     def _open(self, write):
         # qgrey's own flock serialises access; dbm.gnu's lock would not wait.
+        if not write and not self._exists():
+            self.db = {}
+            return
         flag = ("c" if write else "r") + ("u" if self.kind == "dbm.gnu" else "")
-        try:
-            self.db = self.module.open(self.path, flag, 0o600)
-        except OSError as err:
-            if not write and err.errno == 2:
-                self.db = {}
-                return
-            raise os_error(self.path, err)
-        except self.module.error as err:
-            if not write and not self._exists():
-                self.db = {}
-                return
-            raise StoreError("database", "%s: %s" % (self.path, err))
+        self.db = self._call(self.module.open, self.path, flag, 0o600)
 
     def _exists(self):
         import os
@@ -65,10 +57,12 @@ class DbmStore(Store):
     def _call(self, function, *args):
         try:
             return function(*args)
+        except self.module.error as err:  # some are OSErrors without errno
+            if getattr(err, "errno", None):
+                raise os_error(self.path, err)
+            raise StoreError("database", "%s: %s" % (self.path, err))
         except OSError as err:
             raise os_error(self.path, err)
-        except self.module.error as err:
-            raise StoreError("database", "%s: %s" % (self.path, err))
 
     def _get(self, key):
         value = self._call(self.db.get, key.encode())

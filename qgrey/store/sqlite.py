@@ -1,6 +1,6 @@
 """The default store: one SQLite file, GL_DIR/qgrey.sqlite.
 
-Rollback journal with synchronous=FULL: a commit is on disk before the lock
+Rollback journal with synchronous=FULL (SQLite's defaults): a commit is on disk before the lock
 is released, and a writer killed mid-commit leaves a hot journal that the
 next writer rolls back. Lookups read the file directly (sqlitefile) and fall
 back to SQLite when that reader declines.
@@ -9,6 +9,45 @@ import posix
 
 from qgrey.policy import Entry
 from qgrey.store import Store, StoreError, os_error
+
+sqlite3 = None  # loaded by _open: a lookup of a known triplet does without it
+
+
+def _pass_through(maxsize=128, typed=False):
+    return lambda function: function
+
+
+def _load_sqlite():
+    """The SQLite module, loaded as cheaply as this Python allows.
+
+    The C module alone: the sqlite3 package adds datetime and more, for
+    adapters qgrey does not use. From Python 3.11 the C module builds its
+    statement cache with functools.lru_cache, and importing functools (and
+    collections with it) costs half a Python start-up; a process that runs
+    four statements needs no cache, so when functools is not loaded yet the
+    module is given a pass-through lru_cache for its import, and functools
+    is forgotten again. Any surprise: the plain import.
+    """
+    global sqlite3
+    if sqlite3 is not None:
+        return
+    import sys
+    stub = None
+    if "functools" not in sys.modules:
+        stub = type(sys)("functools")
+        stub.lru_cache = _pass_through
+        sys.modules["functools"] = stub
+    try:
+        import _sqlite3 as module
+    except Exception:
+        module = None
+    finally:
+        if stub is not None and sys.modules.get("functools") is stub:
+            del sys.modules["functools"]
+    if module is None:  # pragma: no cover - another implementation
+        sys.modules.pop("_sqlite3", None)
+        import sqlite3 as module
+    sqlite3 = module
 
 TABLE = "entries"
 SCHEMA = (
@@ -52,14 +91,12 @@ class SqliteStore(Store):
             self.lock.release()
 
     def _sql(self, statement, args=()):
-        import sqlite3
         try:
             return self.db.execute(statement, args)
         except sqlite3.Error as err:
             raise self._error(err)
 
     def _error(self, err):
-        import sqlite3
         text = str(err)
         if "disk is full" in text or "disk I/O" in text:
             reason = "disk-full" if "full" in text else "io"
@@ -70,8 +107,8 @@ class SqliteStore(Store):
         return StoreError(reason, "%s: %s" % (self.path, text))
 
     def _open(self, write):
-        import sqlite3
         import time
+        _load_sqlite()
         try:
             st = posix.lstat(self.path)
             if st.st_mode & 0o170000 != 0o100000:
@@ -87,12 +124,10 @@ class SqliteStore(Store):
             self.db = sqlite3.connect(self.path, timeout=remaining, isolation_level=None)
         except sqlite3.Error as err:
             raise self._error(err)
-        self._sql("PRAGMA synchronous=FULL")
         if write:
             self._sql("BEGIN IMMEDIATE")
 
     def _get(self, key):
-        import sqlite3
         try:
             row = self.db.execute(
                 "SELECT first, last, passed, tries FROM entries WHERE key = ?", (key,)
@@ -120,7 +155,6 @@ class SqliteStore(Store):
     def _close(self):
         if self.db is not None:
             db, self.db = self.db, None
-            import sqlite3
             try:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
