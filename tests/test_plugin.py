@@ -94,8 +94,9 @@ def test_known_triplet_is_renewed_hourly_and_expires_after_lifetime(run, gl_dir)
 
 @pytest.mark.parametrize("env, reason", [
     ({"GL_WHITELISTED": ""}, b"whitelisted"),
-    ({"RELAYCLIENT": ""}, b"relayclient"),
-    ({"SMTPAUTHUSER": "alice"}, b"authenticated"),
+    # with GL_REVERSE=1 (the default) their recipients are recorded: test_rules_plugin
+    ({"RELAYCLIENT": "", "GL_REVERSE": "0"}, b"relayclient"),
+    ({"SMTPAUTHUSER": "alice", "GL_REVERSE": "0"}, b"authenticated"),
     ({"SMTPRCPTHOSTSOK": "0"}, b"rcpthosts"),
 ])
 def test_not_our_business_gets_no_answer_and_no_write(run, gl_dir, env, reason):
@@ -279,8 +280,12 @@ def imported_by_a_decision(run, gl_dir, **env):
 def test_the_per_rcpt_path_imports_only_what_a_decision_needs(run, gl_dir):
     heavy = {b"os", b"re", b"sqlite3", b"_sqlite3", b"signal", b"enum", b"collections",
              b"functools", b"ipaddress", b"logging", b"argparse", b"datetime"}
+    relay = imported_by_a_decision(run, gl_dir, RELAYCLIENT="", GL_REVERSE="0")
+    assert relay == {b"qgrey", b"qgrey.plugin", b"qgrey.settings"}
+    # reverse tracking: once the pair is recorded, a relay client costs a lookup
+    imported_by_a_decision(run, gl_dir, RELAYCLIENT="")
     relay = imported_by_a_decision(run, gl_dir, RELAYCLIENT="")
-    assert relay == {b"qgrey", b"qgrey.plugin"}
+    assert not relay & heavy, relay & heavy
     run()
     age(gl_dir, 400)
     run()  # passes: the triplet is now known

@@ -160,21 +160,46 @@ class Store:
             self._close()
             self.lock.release()
 
+    def lookup_many(self, keys):
+        """The stored entries of keys, in one go; None for a key that is
+        None (not wanted) or absent."""
+        self._locked(False)
+        try:
+            self._open(False)
+            return [None if key is None else self._get(key) for key in keys]
+        finally:
+            self._close()
+            self.lock.release()
+
     def update(self, key, change):
         """Atomic read-modify-write: change(entry) -> (result, new entry).
 
         new entry None deletes; the same object as given writes nothing.
         """
+        def change_one(entries):
+            result, new = change(entries[0])
+            return result, [new]
+        return self.update_many([key], change_one)
+
+    def update_many(self, keys, change):
+        """update() of several keys in one transaction:
+        change(list of entries) -> (result, list of new entries).
+        A key that is None is not read (its entry is None) nor written."""
         self._locked(True)
         try:
             self._open(True)
-            entry = self._get(key)
-            result, new = change(entry)
-            if new is not entry:
-                if new is None:
+            entries = [None if key is None else self._get(key) for key in keys]
+            result, new = change(entries)
+            written = False
+            for key, entry, new_entry in zip(keys, entries, new):
+                if new_entry is entry or key is None:
+                    continue
+                if new_entry is None:
                     self._delete(key)
                 else:
-                    self._put(key, new)
+                    self._put(key, new_entry)
+                written = True
+            if written:
                 self._commit()
             return result
         finally:

@@ -65,22 +65,26 @@ class SqliteStore(Store):
         self.db = None
 
     def lookup(self, key):
+        return self.lookup_many([key])[0]
+
+    def lookup_many(self, keys):
         from qgrey.store import sqlitefile
         self._locked(False)
         try:
             try:
-                row = sqlitefile.lookup(self.path, TABLE.encode(), key.encode())
-                return None if row is None else Entry(*row[1:5])
+                rows = sqlitefile.lookup_many(self.path, TABLE.encode(),
+                                              [None if k is None else k.encode() for k in keys])
+                return [None if row is None else Entry(*row[1:5]) for row in rows]
             except FileNotFoundError:
-                return None
+                return [None] * len(keys)
             except (sqlitefile.Unsupported, OSError):
                 pass
             try:
                 self._open(False)
-                return self._get(key)
+                return [None if key is None else self._get(key) for key in keys]
             except StoreError as err:
                 if "no such table" in err.detail:
-                    return None
+                    return [None] * len(keys)
                 raise
         finally:
             self._close()
