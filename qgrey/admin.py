@@ -12,13 +12,13 @@ import os
 import sys
 import time
 
-from qgrey import keys, policy, settings as settings_module
-from qgrey.store import CLIENT, StoreError, is_triplet, open_store
+from qgrey import lists, keys, policy, settings as settings_module
+from qgrey.store import StoreError, open_store
 
 PROGRAM = "qgrey-admin"
 DUMP_HEADER = "qgrey-dump 1"
 BATCH = 1000
-STATES = ("waiting", "passed", "expired", "whitelisted")
+STATES = ("waiting", "passed", "expired", "counting", "whitelisted", "trapped", "reply")
 
 
 class Failure(Exception):
@@ -49,11 +49,25 @@ def ago(seconds):
     return "in " + text if future else text + " ago"
 
 
+KEY_SPACES = (keys.CLIENT, keys.TRAP, keys.REPLY)
+
+
+def is_triplet(key):
+    return keys.kind(key) in (keys.TRIPLET, keys.BOUNCE)
+
+
 def state(key, entry, now, settings):
-    if not is_triplet(key):
-        return "whitelisted"
-    if policy.expired(entry, now, settings):
+    """waiting, passed (triplets), counting, whitelisted (auto-whitelisting
+    of a client), trapped (greytrap), reply (reverse tracking), or expired."""
+    kind = keys.kind(key)
+    if policy.expired(entry, now, settings, kind):
         return "expired"
+    if kind == keys.CLIENT:
+        return "whitelisted" if entry.passed else "counting"
+    if kind == keys.TRAP:
+        return "trapped"
+    if kind == keys.REPLY:
+        return "reply"
     return "passed" if entry.passed else "waiting"
 
 
@@ -91,8 +105,8 @@ def parse_dump_line(line, number):
     key = fields[0]
     if not key or not all(" " <= c <= "~" for c in key) or "  " in key or key.strip() != key:
         raise Failure("line %d: bad key" % number)
-    if not (is_triplet(key) or key.startswith(CLIENT)):
-        raise Failure("line %d: key is neither a triplet nor a client entry" % number)
+    if not (is_triplet(key) or (key.count(" ") == 1 and keys.kind(key) in KEY_SPACES)):
+        raise Failure("line %d: key is neither a triplet nor a %s entry" % (number, ", ".join(KEY_SPACES)))
     if not all(f.isdigit() and f.isascii() for f in fields[1:]):
         raise Failure("line %d: times and tries must be whole numbers" % number)
     return key, policy.Entry(*map(int, fields[1:]))
@@ -107,6 +121,32 @@ def triplet_key(args, settings):
         raise Failure("give CLIENT SENDER RECIPIENT (as in the envelope; <> for the null sender) or --key")
     client, sender, recipient = (os.fsencode(v) for v in args.triplet)
     return keys.triplet(client, b"" if sender == b"<>" else sender, recipient, settings)
+
+
+def add_line(path, line):
+    """Append line to a list file unless it is there; the file is replaced
+    atomically. -> whether it was added."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = b""
+    if line.encode() in (row.split(b"#")[0].strip() for row in text.splitlines()):
+        return False
+    if text and not text.endswith(b"\n"):
+        text += b"\n"
+    temporary = path + ".new"
+    with open(temporary, "wb") as f:
+        f.write(text + line.encode() + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    # The plugin's user must read it, whoever runs this: owner of GL_DIR, 0644.
+    os.chmod(temporary, 0o644)
+    if os.geteuid() == 0:
+        owner = os.stat(os.path.dirname(path))
+        os.chown(temporary, owner.st_uid, owner.st_gid)
+    os.replace(temporary, path)
+    return True
 
 
 def scan_all(store):
@@ -124,16 +164,12 @@ def scan_all(store):
 
 def cmd_list(args, settings, store, out):
     now = int(time.time())
-    client = whitelist_key = None
+    client = None
     if args.client:
         if "/" in args.client:
             client = client_network(args.client)
         else:
             client = keys.client(args.client.encode(), settings.mask_ip)
-        try:
-            whitelist_key = CLIENT + client_network(args.client)
-        except Failure:
-            pass
     sender = args.sender and (args.sender if args.sender.startswith("@") else keys.address(
         b"" if args.sender == "<>" else args.sender.encode()))
     recipient = args.recipient and (args.recipient if args.recipient.startswith("@") else
@@ -156,8 +192,8 @@ def cmd_list(args, settings, store, out):
                 continue
             if not (match(k_sender, sender) and match(k_recipient, recipient)):
                 continue
-        else:
-            if sender or recipient or (client and key != whitelist_key):
+        else:  # client, trap: "kind CLIENT"; reply: "reply REMOTE>LOCAL"
+            if sender or recipient or (client and key.split(" ")[1] != client):
                 continue
         age = now - entry.first
         if args.older_than is not None and age <= args.older_than:
@@ -178,9 +214,10 @@ def cmd_allow(args, settings, store, out):
     if args.client:
         if args.key or args.triplet:
             raise Failure("give either --client or a triplet")
-        key = CLIENT + client_network(args.client)
-        store.update(key, lambda entry: (None, policy.Entry(now, now, now, 0)))
-        out.write("whitelisted %s\n" % key)
+        network = client_network(args.client)
+        path = os.path.join(settings.dir, lists.CLIENTS)
+        added = add_line(path, network)
+        out.write("%s %s in %s\n" % ("whitelisted" if added else "already whitelisted", network, path))
         return 0
     key = triplet_key(args, settings)
 
@@ -198,14 +235,18 @@ def cmd_delete(args, settings, store, out):
     if args.client:
         if args.key or args.triplet:
             raise Failure("give either --client or a triplet")
-        key = CLIENT + client_network(args.client)
+        client = keys.client(args.client.encode(), settings.mask_ip)
+        targets = [keys.client_key(client), keys.trap_key(client)]
     else:
-        key = triplet_key(args, settings)
-    if store.update(key, lambda entry: (entry is not None, None if entry else entry)):
-        out.write("deleted %s\n" % key)
-        return 0
-    out.write("no such entry %s\n" % key)
-    return 1
+        targets = [triplet_key(args, settings)]
+    found = False
+    for key in targets:
+        if store.update(key, lambda entry: (entry is not None, None if entry else entry)):
+            out.write("deleted %s\n" % key)
+            found = True
+    if not found:
+        out.write("no such entry %s\n" % " or ".join(targets))
+    return 0 if found else 1
 
 
 AGE_BUCKETS = ((3600, "< 1h"), (86400, "< 1d"), (7 * 86400, "< 7d"), (30 * 86400, "< 30d"),
@@ -327,8 +368,9 @@ def parser():
                            "or as a key printed by list (--key).")
         p.add_argument("triplet", nargs="*", metavar="CLIENT SENDER RECIPIENT")
         p.add_argument("--key", help="the key as list prints it")
-        p.add_argument("--client", metavar="ADDRESS[/PREFIX]",
-                       help="the permanent client whitelist entry of this address or network")
+        p.add_argument("--client", metavar="ADDRESS[/PREFIX]", help=(
+            "allow: add this address or network to GL_DIR/whitelist-clients (permanent); "
+            "delete: forget the client's auto-whitelisting and greytrap entries"))
         p.set_defaults(run=run)
 
     p = sub.add_parser("stats", help="counts by state and age", description="Counts by state and age.")

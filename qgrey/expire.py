@@ -11,14 +11,16 @@ import os
 import sys
 import time
 
-from qgrey import policy, settings as settings_module
-from qgrey.store import StoreError, is_triplet, open_store
+from qgrey import keys, policy, settings as settings_module
+from qgrey.store import StoreError, open_store
 
 PROGRAM = "qgrey-expire"
 USAGE = "usage: qgrey-expire [--vacuum]"
 BATCH = 500
-# Entries deleted per hold of the exclusive lock (one commit each).
+# At most this many entries deleted per hold of the exclusive lock (one
+# commit each), and no more than HOLD_BUDGET seconds of work before the commit.
 DELETE_BATCH = 200
+HOLD_BUDGET = 0.01
 # After each batch, leave the lock to whoever waits for it.
 PAUSE = 0.002
 # Shrinking rewrites the whole file under the exclusive lock; without
@@ -27,12 +29,20 @@ SHRINK_FREE_SHARE = 0.25
 SHRINK_MAX_BYTES = 4 << 20
 
 
+def kind_removed(key, entry, now, settings):
+    """What an expired entry was, for the counts."""
+    kind = keys.kind(key)
+    if kind in (keys.TRIPLET, keys.BOUNCE):
+        return "never-retried" if not entry.passed else "lifetime-over"
+    return kind + "-over"
+
+
 def expire(store, settings, now, batch=BATCH, pause=PAUSE):
-    """-> {"never-retried": n, "lifetime-over": n, "kept": n}."""
+    """-> {"never-retried": n, "lifetime-over": n, ..., "kept": n}."""
     counts = {"never-retried": 0, "lifetime-over": 0, "kept": 0}
 
-    def over(entry):
-        return policy.expired(entry, now, settings)
+    def over(key, entry):
+        return policy.expired(entry, now, settings, keys.kind(key))
 
     after = ""
     while True:
@@ -40,18 +50,16 @@ def expire(store, settings, now, batch=BATCH, pause=PAUSE):
         if not rows:
             return counts
         after = rows[-1][0]
-        doomed = [key for key, entry in rows if is_triplet(key) and over(entry)]
+        doomed = [key for key, entry in rows if over(key, entry)]
         counts["kept"] += len(rows) - len(doomed)
-        for start in range(0, len(doomed), DELETE_BATCH):
+        while doomed:
             time.sleep(pause)
-            chunk = doomed[start:start + DELETE_BATCH]
-            removed = store.remove_if(chunk, over)
-            counts["kept"] += len(chunk) - len(removed)
-            for _, entry in removed:
-                if policy.waiting_over(entry, now, settings):
-                    counts["never-retried"] += 1
-                else:
-                    counts["lifetime-over"] += 1
+            removed, done = store.remove_if(doomed[:DELETE_BATCH], over, HOLD_BUDGET)
+            counts["kept"] += done - len(removed)
+            doomed = doomed[done:]
+            for key, entry in removed:
+                what = kind_removed(key, entry, now, settings)
+                counts[what] = counts.get(what, 0) + 1
         if len(rows) < batch:
             return counts
         time.sleep(pause)
@@ -98,10 +106,12 @@ def run(argv, environ):
     store = open_store(settings)
     try:
         counts = expire(store, settings, int(time.time()))
-        removed = counts["never-retried"] + counts["lifetime-over"]
-        store.kept = counts["kept"]
-        sys.stdout.write("removed %d: never-retried=%d lifetime-over=%d; kept %d; %.2f s\n" % (
-            removed, counts["never-retried"], counts["lifetime-over"], counts["kept"],
+        kept = counts.pop("kept")
+        removed = sum(counts.values())
+        store.kept = kept
+        sys.stdout.write("removed %d: %s; kept %d; %.2f s\n" % (
+            removed, " ".join("%s=%d" % (name, counts[name]) for name in
+                              ["never-retried", "lifetime-over"] + sorted(set(counts) - {"never-retried", "lifetime-over"})), kept,
             time.monotonic() - started))
         sys.stdout.write(shrink(store, removed, force) + "\n")
     finally:

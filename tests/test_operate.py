@@ -121,12 +121,12 @@ def test_expire_removes_exactly_the_expired_while_plugins_run(run, gl_dir, launc
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     first, second = result.stdout.splitlines()
-    assert first.startswith("removed 1502: never-retried=1501 lifetime-over=1; kept ")
+    assert first.startswith("removed 1503: never-retried=1501 lifetime-over=1 client-over=1; kept ")
     assert second.startswith("shrink: ")
     assert outputs and all(o.stdout == b"E451 4.7.1 Greylisted, please try again later\n"
                            and b"action=greylist reason=new" in o.stderr for o in outputs)
     keys = [line.split("\t")[0] for line in dump(gl_dir).splitlines()[1:]]
-    assert "client 192.0.2.0/24" in keys
+    assert "client 192.0.2.0/24" not in keys  # auto-whitelisting unused for 400 days
     for name in ("waiting", "passed", "fresh"):
         assert key % name in keys
     for name in ("never", "over"):
@@ -182,9 +182,13 @@ def test_list_allow_delete(run, gl_dir):
                    gl_dir=gl_dir).stdout.count("\n") == 1
 
     white = command("qgrey-admin", "allow", "--client", "192.0.2.9/24", gl_dir=gl_dir)
-    assert white.stdout == "whitelisted client 192.0.2.0/24\n"
-    assert command("qgrey-admin", "list", "--state", "whitelisted", "--no-header",
-                   gl_dir=gl_dir).stdout.endswith("client 192.0.2.0/24\n")
+    listed = os.path.join(gl_dir, "whitelist-clients")
+    assert white.stdout == "whitelisted 192.0.2.0/24 in %s\n" % listed
+    assert open(listed).read() == "192.0.2.0/24\n" and os.stat(listed).st_mode & 0o777 == 0o644
+    again = command("qgrey-admin", "allow", "--client", "192.0.2.0/24", gl_dir=gl_dir)
+    assert again.stdout == "already whitelisted 192.0.2.0/24 in %s\n" % listed
+    skipped = run(TCPREMOTEIP="192.0.2.200")
+    assert skipped.stdout == b"" and b"action=skip reason=whitelist-client" in skipped.stderr
 
     deleted = command("qgrey-admin", "delete", "--key", "198.51.100.0/24 <> b@example.net", gl_dir=gl_dir)
     assert (deleted.returncode, deleted.stdout) == (0, "deleted 198.51.100.0/24 <> b@example.net\n")
@@ -202,7 +206,8 @@ def test_stats(gl_dir):
     ])
     result = command("qgrey-admin", "stats", gl_dir=gl_dir)
     assert result.stdout == (
-        "entries 4\n  waiting      1\n  passed       1\n  expired      1\n  whitelisted  1\n"
+        "entries 4\n  waiting      1\n  passed       1\n  expired      1\n  counting     0\n"
+        "  whitelisted  1\n  trapped      0\n  reply        0\n"
         "never came back (retry window over, not retried) 1\n"
         "age (since first seen)\n"
         "  < 1h           1 ##########\n  < 1d           0 \n  < 7d           1 ##########\n"
@@ -212,7 +217,7 @@ def test_stats(gl_dir):
 def test_dump_load_round_trip_sqlite_to_dbm(run, gl_dir, tmp_path):
     run(SMTPRCPTTO="a@example.net")
     run(SMTPRCPTTO="b@example.net", SMTPMAILFROM="", TCPREMOTEIP="2001:db8::1")
-    command("qgrey-admin", "allow", "--client", "192.0.2.0/24", gl_dir=gl_dir)
+    put(gl_dir, [("client 192.0.2.0/24", Entry(1, 2, 2, 5))])
     text = dump(gl_dir)
     assert text.startswith("qgrey-dump 1\n") and text.count("\n") == 4
 

@@ -111,17 +111,6 @@ def check_directory(path):
         raise StoreError("directory", "GL_DIR %s is writable by others; chmod o-w it" % path)
 
 
-def is_triplet(key):
-    """Triplet keys have three fields; other key spaces (see CLIENT) have two."""
-    return key.count(" ") == 2
-
-
-# Key space of permanent client whitelist entries: "client <network>", the
-# network as 'a.b.c.d/n' or an IPv6 prefix 'x::/n'. Written by qgrey-admin
-# allow --client; qgrey-expire never removes them.
-CLIENT = "client "
-
-
 class Store:
     """Base class: kinds provide _open(write), _get(key), _put(key, entry),
     _delete(key), _commit(), _close(), _scan(after, limit), and may override
@@ -225,22 +214,28 @@ class Store:
             self._close()
             self.lock.release()
 
-    def remove_if(self, keys, predicate):
+    def remove_if(self, keys, predicate, budget=None):
         """Delete each of keys whose entry, read again under the lock, still
-        satisfies predicate(entry). -> [(key, entry)] removed."""
+        satisfies predicate(key, entry); stop early, after at least one key,
+        once budget seconds have gone. -> ([(key, entry)] removed, keys done)."""
         self._renew()
         self._locked(True)
         removed = []
         try:
+            started = time.monotonic()
             self._open(True)
+            done = 0
             for key in keys:
                 entry = self._get(key)
-                if entry is not None and predicate(entry):
+                if entry is not None and predicate(key, entry):
                     self._delete(key)
                     removed.append((key, entry))
+                done += 1
+                if budget is not None and time.monotonic() - started > budget:
+                    break
             if removed:
                 self._commit()
-            return removed
+            return removed, done
         finally:
             self._close()
             self.lock.release()
