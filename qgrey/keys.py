@@ -136,7 +136,7 @@ def triplet(remote_ip, sender, recipient, settings, hashed=None):
         IGNORED if settings.ignore_sender else sender_field(sender, settings),
         IGNORED if settings.ignore_recipient else address(recipient),
     )
-    if hashed is not None:
+    if hashed is not None:  # keeps '<>' and '*': kind() tells a bounce by them
         fields = map(hashed, fields)
     return " ".join(fields)
 
@@ -166,9 +166,11 @@ def trap_key(client_field):
     return TRAP + " " + client_field
 
 
-def reply_key(remote, local):
-    """remote and local are address fields; '>' is always escaped in them."""
-    return REPLY + " " + remote + ">" + local
+def reply_key(remote, local, settings, hashed=None):
+    """remote may answer local without delay: raw addresses (bytes).
+    '>' is always escaped within the address fields."""
+    value = sender_field(remote, settings) + ">" + address(local)
+    return REPLY + " " + (value if hashed is None else hashed(value))
 
 
 # Sender normalisation: one sender, one key, even when its address carries

@@ -155,9 +155,7 @@ def outbound(environ, now, problems, reason):
     store = None
     try:
         hashed = key_hasher(settings)
-        remote, local = keys.sender_field(recipient, settings), keys.address(sender)
-        key = keys.reply_key(remote, local) if hashed is None else \
-            keys.REPLY + " " + hashed(remote + ">" + local)
+        key = keys.reply_key(recipient, sender, settings, hashed)
         store = open_store(settings)
         entry = store.lookup(key)
         if policy.record_reply(entry, now, settings) is not entry:
@@ -211,9 +209,7 @@ def decide(environ, now, problems):
             client = hashed(client)
     reply = None
     if settings.reverse and sender:
-        remote, local = keys.sender_field(sender, settings), keys.address(recipient)
-        reply = keys.reply_key(remote, local) if hashed is None else \
-            keys.REPLY + " " + hashed(remote + ">" + local)
+        reply = keys.reply_key(sender, recipient, settings, hashed)
     wanted = [
         triplet,
         keys.client_key(client) if client and settings.awl_count > 0 else None,

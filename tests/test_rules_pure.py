@@ -70,7 +70,7 @@ def test_key_kinds_never_collide():
     assert keys.kind("192.0.2.0/24 <> c@d") == keys.BOUNCE
     assert keys.kind(keys.client_key("192.0.2.0/24")) == keys.CLIENT
     assert keys.kind(keys.trap_key("192.0.2.0/24")) == keys.TRAP
-    assert keys.kind(keys.reply_key("a@b", "c@d")) == keys.REPLY
+    assert keys.kind(keys.reply_key(b"a@b", b"c@d", settings_module.load({b"GL_DIR": b"/nonexistent"}))) == keys.REPLY
     # A client field that is not an IP address is escaped but kept: still
     # three fields, so never a client, trap or reply key.
     odd = keys.triplet(b"client", b"a@b", b"c@d", DEFAULT)
@@ -321,3 +321,10 @@ def test_bisection_agrees_with_a_set():
         for entry in entries:
             assert lists.contains(blob, entry)
     agree()
+
+
+def test_privacy_keeps_a_bounce_a_bounce():
+    s = settings_module.load({b"GL_DIR": b"/nonexistent"})
+    hashed = keys.hasher(b"salt" * 8)
+    key = keys.triplet(b"192.0.2.1", b"", b"bob@example.net", s, hashed)
+    assert keys.kind(key) == keys.BOUNCE and "bob" not in key
