@@ -12,21 +12,14 @@ import os
 import sys
 import time
 
-from qgrey import lists, keys, policy, settings as settings_module
-from qgrey.store import StoreError, open_store
+from qgrey import keys, lists, policy, settings as settings_module, tool
+from qgrey.store import open_store
+from qgrey.tool import Failure
 
 PROGRAM = "qgrey-admin"
 DUMP_HEADER = "qgrey-dump 1"
 BATCH = 1000
 STATES = ("waiting", "passed", "expired", "counting", "whitelisted", "trapped", "reply")
-
-
-class Failure(Exception):
-    """One line for stderr, and the exit status."""
-
-    def __init__(self, text, status=100):
-        Exception.__init__(self, text)
-        self.status = status
 
 
 class Parser(argparse.ArgumentParser):
@@ -260,7 +253,7 @@ def bar(count, total, width=40):
 def cmd_stats(args, settings, store, out):
     now = int(time.time())
     counts = dict.fromkeys(STATES, 0)
-    never, never_passed_tries = 0, 0
+    never = 0
     ages = [0] * len(AGE_BUCKETS)
     total = 0
     for key, entry in scan_all(store):
@@ -408,33 +401,7 @@ def run(argv, environ, out):
 
 
 def main():
-    os.umask(0o077)
-    try:
-        status = run(sys.argv[1:], os.environb, sys.stdout)
-        sys.stdout.flush()
-    except Failure as err:
-        sys.stderr.write("%s: fatal: %s\n" % (PROGRAM, err))
-        status = err.status
-    except StoreError as err:
-        sys.stderr.write("%s: fatal: %s\n" % (PROGRAM, err.detail))
-        status = 100 if err.reason == "database" else 111
-    except BrokenPipeError:
-        status = 0
-        try:
-            sys.stdout = None
-        except Exception:
-            pass
-    except KeyboardInterrupt:
-        sys.stderr.write("%s: fatal: interrupted\n" % PROGRAM)
-        status = 111
-    except OSError as err:
-        sys.stderr.write("%s: fatal: %s%s\n" % (
-            PROGRAM, err.strerror or err, ": " + err.filename if err.filename else ""))
-        status = 111
-    except UnicodeError as err:
-        sys.stderr.write("%s: fatal: not ASCII text: %s\n" % (PROGRAM, err))
-        status = 100
-    sys.exit(status)
+    tool.main(PROGRAM, run)
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def run(settings, user, out):
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
-        from qgrey.admin import Failure
+        from qgrey.tool import Failure
         raise Failure("no such user: %s" % user)
     # The modules the checks need are loaded now: the user may not be able
     # to read this Python's library directory.

@@ -7,12 +7,11 @@ the environment and GL_DIR/config, as for the plugin.
 
 Exit status: 0 done; 100 usage; 111 temporary failure (lock, I/O, database).
 """
-import os
 import sys
 import time
 
-from qgrey import keys, policy, settings as settings_module
-from qgrey.store import StoreError, open_store
+from qgrey import keys, policy, settings as settings_module, tool
+from qgrey.store import open_store
 
 PROGRAM = "qgrey-expire"
 USAGE = "usage: qgrey-expire [--vacuum]"
@@ -92,7 +91,7 @@ def shrink(store, removed, force):
     return "shrink: %d KiB -> %d KiB in %.2f s" % (size >> 10, after >> 10, time.monotonic() - started)
 
 
-def run(argv, environ):
+def run(argv, environ, out):
     if argv not in ([], ["--vacuum"]):
         sys.stderr.write(USAGE + "\n")
         return 100
@@ -109,31 +108,18 @@ def run(argv, environ):
         kept = counts.pop("kept")
         removed = sum(counts.values())
         store.kept = kept
-        sys.stdout.write("removed %d: %s; kept %d; %.2f s\n" % (
+        out.write("removed %d: %s; kept %d; %.2f s\n" % (
             removed, " ".join("%s=%d" % (name, counts[name]) for name in
                               ["never-retried", "lifetime-over"] + sorted(set(counts) - {"never-retried", "lifetime-over"})), kept,
             time.monotonic() - started))
-        sys.stdout.write(shrink(store, removed, force) + "\n")
+        out.write(shrink(store, removed, force) + "\n")
     finally:
         store.close()
     return 0
 
 
 def main():
-    os.umask(0o077)
-    try:
-        status = run(sys.argv[1:], os.environb)
-        sys.stdout.flush()
-    except StoreError as err:
-        sys.stderr.write("%s: fatal: %s\n" % (PROGRAM, err.detail))
-        status = 100 if err.reason == "database" else 111
-    except KeyboardInterrupt:
-        sys.stderr.write("%s: fatal: interrupted\n" % PROGRAM)
-        status = 111
-    except OSError as err:
-        sys.stderr.write("%s: fatal: %s\n" % (PROGRAM, err.strerror or err))
-        status = 111
-    sys.exit(status)
+    tool.main(PROGRAM, run)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@ plugin uses (qgrey.keys with the same settings: GL_MASK_IP, GL_IGNORE_*).
 
 Exit status: 0 done; 100 usage; 111 cannot read an input file.
 """
-import os
 import sys
 
-from qgrey import keys, settings as settings_module
+from qgrey import keys, settings as settings_module, tool
 
 PROGRAM = "qgrey-report"
 MARK = "qgrey: action="
@@ -187,18 +186,7 @@ def main():
         sys.stdin.reconfigure(encoding="ascii", errors="replace")
     except (AttributeError, ValueError):
         pass
-    try:
-        status = run(sys.argv[1:], os.environb, sys.stdout)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        status = 0
-        sys.stdout = None
-    except KeyboardInterrupt:
-        status = 111
-    except OSError as err:
-        sys.stderr.write("%s: fatal: %s\n" % (PROGRAM, err.strerror or err))
-        status = 111
-    sys.exit(status)
+    tool.main(PROGRAM, run)
 
 
 if __name__ == "__main__":

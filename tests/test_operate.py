@@ -3,7 +3,6 @@ databases the plugin wrote."""
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
