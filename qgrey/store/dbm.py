@@ -39,6 +39,10 @@ class DbmStore(Store):
     def __init__(self, directory, lock_timeout, deadline, kind):
         self.kind, self.module = module(kind)
         self.file_name = FILE_NAMES[self.kind]
+        self.errors = (self.module.error,)
+        if self.kind == "dbm.sqlite3":  # some of its calls let sqlite3.Error through
+            import sqlite3
+            self.errors += (sqlite3.Error,)
         Store.__init__(self, directory, lock_timeout, deadline)
         self.db = None
 
@@ -47,16 +51,19 @@ class DbmStore(Store):
         flag = ("c" if write else "r") + ("u" if self.kind == "dbm.gnu" else "")
         try:
             self.db = self.module.open(self.path, flag, 0o600)
+        except self.errors as err:
+            # dbm.sqlite3.error is an OSError without an errno: test for the file.
+            if not write and not self._exists():
+                self.db = {}
+                return
+            if isinstance(err, OSError) and err.errno is not None:
+                raise os_error(self.path, err)
+            raise StoreError("database", "%s: %s" % (self.path, err))
         except OSError as err:
             if not write and err.errno == 2:
                 self.db = {}
                 return
             raise os_error(self.path, err)
-        except self.module.error as err:
-            if not write and not self._exists():
-                self.db = {}
-                return
-            raise StoreError("database", "%s: %s" % (self.path, err))
 
     def _exists(self):
         import os
@@ -65,10 +72,12 @@ class DbmStore(Store):
     def _call(self, function, *args):
         try:
             return function(*args)
+        except self.errors as err:
+            if isinstance(err, OSError) and err.errno is not None:
+                raise os_error(self.path, err)
+            raise StoreError("database", "%s: %s" % (self.path, err))
         except OSError as err:
             raise os_error(self.path, err)
-        except self.module.error as err:
-            raise StoreError("database", "%s: %s" % (self.path, err))
 
     def _get(self, key):
         value = self._call(self.db.get, key.encode())
