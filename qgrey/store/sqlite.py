@@ -18,6 +18,17 @@ SCHEMA = (
 )
 
 
+def _sqlite3():
+    """The C module sqlite3 wraps: its Python half imports datetime and
+    collections.abc for adapters that qgrey (text and integers) never uses."""
+    try:
+        import _sqlite3
+        return _sqlite3
+    except ImportError:  # pragma: no cover
+        import sqlite3
+        return sqlite3
+
+
 class SqliteStore(Store):
     file_name = "qgrey.sqlite"
 
@@ -48,14 +59,14 @@ class SqliteStore(Store):
             self.lock.release()
 
     def _sql(self, statement, args=()):
-        import sqlite3
+        sqlite3 = _sqlite3()
         try:
             return self.db.execute(statement, args)
         except sqlite3.Error as err:
             raise self._error(err)
 
     def _error(self, err):
-        import sqlite3
+        sqlite3 = _sqlite3()
         text = str(err)
         if "disk is full" in text or "disk I/O" in text:
             reason = "disk-full" if "full" in text else "io"
@@ -66,7 +77,7 @@ class SqliteStore(Store):
         return StoreError(reason, "%s: %s" % (self.path, text))
 
     def _open(self, write):
-        import sqlite3
+        sqlite3 = _sqlite3()
         import time
         try:
             st = posix.lstat(self.path)
@@ -88,7 +99,7 @@ class SqliteStore(Store):
             self._sql("BEGIN IMMEDIATE")
 
     def _get(self, key):
-        import sqlite3
+        sqlite3 = _sqlite3()
         try:
             row = self.db.execute(
                 "SELECT first, last, passed, tries FROM entries WHERE key = ?", (key,)
@@ -116,7 +127,7 @@ class SqliteStore(Store):
     def _close(self):
         if self.db is not None:
             db, self.db = self.db, None
-            import sqlite3
+            sqlite3 = _sqlite3()
             try:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
