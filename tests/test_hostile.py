@@ -25,8 +25,8 @@ from qgrey.plugin import DEFER_ON_ERROR
 
 REPLY = re.compile(rb"^(E451 [ -~]*|H[ -~]*)\n$")
 LOG = re.compile(
-    rb"^qgrey: action=(greylist|pass|skip|error) reason=[a-z-]+ client=\S+ sender=\S+ "
-    rb"recipient=\S+( waited=-?\d+)?( detail=[ -~]*)?\n$")
+    rb"^qgrey: action=(greylist|pass|skip|error) reason=[a-z-]+ client=\S* sender=\S+ "
+    rb"recipient=\S*( waited=-?\d+)?( detail=[ -~]*)?\n$")
 GREYLISTED = b"E451 4.7.1 Greylisted, please try again later\n"
 CLIENT_NET = "198.51.100.0/24"
 
