@@ -9,7 +9,9 @@ in logs, dumps and SMTP replies alike:
   MAX_ADDRESS bytes;
 - a client is 'a.b.c.0/24' or '2001:db8:1:2::/64' when masked, the exact
   address otherwise; IPv4-mapped IPv6 counts as IPv4; a value that is not an
-  IP address is kept, escaped, as it is.
+  IP address is kept, escaped, as it is ('-' when empty);
+- the sender is normalised (normalise_sender) unless GL_NORMALISE_SENDER=0.
+Keys of clients, traps and replies have two fields (see below).
 """
 
 MAX_ADDRESS = 256
@@ -99,6 +101,8 @@ def format_ipv4(value):
 def client(raw, mask):
     """TCPREMOTEIP bytes -> client field of the key."""
     raw = raw.strip()
+    if not raw:
+        return "-"
     if b":" not in raw:
         v4 = parse_ipv4(raw)
     else:
@@ -118,10 +122,151 @@ def client(raw, mask):
     return format_ipv4(v4)
 
 
-def triplet(remote_ip, sender, recipient, settings):
-    """The key of a triplet, honouring GL_IGNORE_* and GL_MASK_IP."""
-    return " ".join((
+def sender_field(sender, settings):
+    if getattr(settings, "normalise_sender", False):
+        sender = normalise_sender(sender)
+    return address(sender)
+
+
+def triplet(remote_ip, sender, recipient, settings, hashed=None):
+    """The key of a triplet, honouring GL_IGNORE_*, GL_MASK_IP and
+    GL_NORMALISE_SENDER; hashed (see hasher) for GL_PRIVACY."""
+    fields = (
         IGNORED if settings.ignore_remoteip else client(remote_ip, settings.mask_ip),
-        IGNORED if settings.ignore_sender else address(sender),
+        IGNORED if settings.ignore_sender else sender_field(sender, settings),
         IGNORED if settings.ignore_recipient else address(recipient),
-    ))
+    )
+    if hashed is not None:
+        fields = map(hashed, fields)
+    return " ".join(fields)
+
+
+# Keys of the other kinds have two fields, "kind value", so they never
+# collide with a triplet's three:
+#   client 198.51.100.0/24          auto-whitelisting count of a client
+#   trap 198.51.100.0/24            a client caught by a greytrap
+#   reply bob@remote>alice@local    bob may answer alice without delay
+TRIPLET, BOUNCE, CLIENT, TRAP, REPLY = "triplet", "bounce", "client", "trap", "reply"
+
+
+def kind(key):
+    """The kind of a key: triplet, bounce (a triplet with the null sender),
+    client, trap or reply."""
+    fields = key.split(" ")
+    if len(fields) == 3:
+        return BOUNCE if fields[1] == NULL_SENDER else TRIPLET
+    return fields[0]
+
+
+def client_key(client_field):
+    return CLIENT + " " + client_field
+
+
+def trap_key(client_field):
+    return TRAP + " " + client_field
+
+
+def reply_key(remote, local):
+    """remote and local are address fields; '>' is always escaped in them."""
+    return REPLY + " " + remote + ">" + local
+
+
+# Sender normalisation: one sender, one key, even when its address carries
+# a per-message or per-recipient tag (as postgrey and sqlgrey do).
+
+_HEX = frozenset(b"0123456789abcdef")
+_DIGITS = frozenset(b"0123456789")
+
+
+def _batv_tag(tag):
+    """BATV prvs tag: one key digit, three day digits, six hex digits."""
+    return len(tag) == 10 and tag[:4].isdigit() and all(b in _HEX for b in tag[4:])
+
+
+def _unbatv(local):
+    for prefix in (b"prvs=", b"msprvs1="):
+        if local.startswith(prefix):
+            rest = local[len(prefix):]
+            first, sep, second = rest.partition(b"=")
+            if not sep or not first or not second:
+                return local
+            # prvs=TAG=user is the standard; prvs=user=TAG an early draft.
+            if _batv_tag(second) and not _batv_tag(first):
+                return first
+            return second
+    if local.startswith(b"btv1=="):
+        tag, sep, user = local[6:].partition(b"==")
+        if sep and user:
+            return user
+    return local
+
+
+def _unsrs(local):
+    """SRS0=HHH=TT=domain=local and SRS1=HHH=fwd==HHH=TT=domain=local
+    -> the original address, or None."""
+    if len(local) < 6 or local[:3] != b"srs" or local[3:4] not in (b"0", b"1") \
+            or local[4:5] not in (b"=", b"+", b"-"):
+        return None
+    body = local[5:]
+    if local[3:4] == b"1":
+        _, sep, body = body.partition(b"==")
+        if not sep:
+            return None
+    fields = body.split(b"=", 3)
+    if len(fields) != 4 or not fields[2] or not fields[3]:
+        return None
+    return fields[3] + b"@" + fields[2]
+
+
+def _is_tag(token):
+    if not token:
+        return False
+    if all(b in _DIGITS for b in token):
+        return True
+    return len(token) >= 4 and all(b in _HEX for b in token) and any(b in _DIGITS for b in token)
+
+
+def _untag(local):
+    """Digit runs, and hex runs of 4 or more with a digit, between delimiters -> '#'."""
+    out, token = [], bytearray()
+    for b in local + b".":
+        if 0x30 <= b <= 0x39 or 0x61 <= b <= 0x7A:
+            token.append(b)
+            continue
+        out.append(b"#" if _is_tag(token) else bytes(token))
+        out.append(bytes((b,)))
+        token = bytearray()
+    return b"".join(out)[:-1]
+
+
+def normalise_sender(raw):
+    """The envelope sender without per-message tags (bytes -> bytes):
+    BATV (prvs=, msprvs1=, btv1==), SRS0/SRS1 (-> the original address),
+    +extension, then digit runs and hex runs of 4 or more (with a digit) as '#'.
+    The null sender and addresses without '@' are only lower-cased."""
+    sender = raw.lower()
+    local, at, domain = sender.rpartition(b"@")
+    if not at or not local or local.startswith(b'"'):
+        return sender
+    original = _unsrs(local)
+    if original is not None:
+        local, _, domain = original.rpartition(b"@")
+    local = _unbatv(local)
+    base = local.partition(b"+")[0]
+    if base:
+        local = base
+    return _untag(local) + b"@" + domain
+
+
+# Privacy (GL_PRIVACY=1): every key field but '*' and '<>' is stored as a
+# salted hash. hashlib is imported only then.
+
+def hasher(salt):
+    """-> function(field) -> 32 hex digits, keyed by the installation's salt."""
+    import hashlib
+
+    def hashed(field):
+        if field in (IGNORED, NULL_SENDER):
+            return field
+        return hashlib.blake2b(field.encode(), digest_size=16, key=salt[:64]).hexdigest()
+    return hashed

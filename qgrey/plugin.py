@@ -7,7 +7,7 @@ Replies (qmail-spp reads stdout; each line must end in exactly "\\n"):
   greylisted          E451 4.7.1 <GL_MESSAGE>
   accepted            HX-Greylist: ...   (first accepted recipient of a message)
                       nothing            (later recipients)
-  not ours to decide  nothing            (relay clients, GL_WHITELISTED, ...)
+  not ours to decide  nothing            (relay clients, GL_WHITELISTED, whitelists, ...)
   database unusable   nothing, or E451 4.3.0 ... when GL_ON_ERROR=defer
 Never A (switches plugins off), never O (relays), never an exit status of
 120 or a death by signal (both make qmail-smtpd answer a second time).
@@ -31,12 +31,20 @@ def rfc5322_date(now):
         t.tm_hour, t.tm_min, t.tm_sec)
 
 
+_PASSED = {
+    "known": "passed (known sender)",
+    "auto-whitelist": "passed (auto-whitelisted client)",
+    "reply": "passed (reply to a local sender)",
+    "learning": "passed (learning mode)",
+}
+
+
 def header(reason, waited, now):
     from qgrey import VERSION
     if reason == "delayed":
         what = "delayed %d seconds" % waited
     else:
-        what = "passed (known sender)"
+        what = _PASSED.get(reason, "passed")
     return ("HX-Greylist: %s by qgrey-%s; %s\n" % (what, VERSION, rfc5322_date(now))).encode()
 
 
@@ -58,14 +66,120 @@ def on_error(err, settings):
                     detail="%s; answered %s" % (err.detail, "defer" if defer else "accept"))
 
 
+# The list files in GL_DIR, in the order they are consulted (see lists.py).
+WHITELISTS = (
+    ("whitelist-clients", "whitelist-client"),
+    ("whitelist-recipients", "whitelist-recipient"),
+    ("whitelist-senders", "whitelist-sender"),
+)
+GREYTRAPS = "greytraps"
+
+
+def _present(directory, name):
+    """A failed stat is all a missing list costs: lists.py is not imported."""
+    try:
+        posix.stat(directory + "/" + name)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # let lists.load say what is wrong
+
+
+def _load_list(directory, name, problems):
+    from qgrey import lists
+    try:
+        listed = lists.load(directory, name)
+    except OSError as err:
+        problems.append("cannot read %s/%s: %s; list ignored" % (directory, name, err.strerror))
+        return None
+    if listed is not None:
+        problems.extend(listed.warnings)
+    return listed
+
+
+def check_lists(environ, settings, problems):
+    """-> (whitelist reason or None, whether the recipient is a greytrap)."""
+    directory = settings.dir
+    for name, reason in WHITELISTS:
+        if not _present(directory, name):
+            continue
+        listed = _load_list(directory, name, problems)
+        if listed is None:
+            continue
+        from qgrey import lists
+        if name == "whitelist-clients":
+            hit = lists.client_listed(listed, environ.get(b"TCPREMOTEIP"),
+                                      environ.get(b"TCPREMOTEHOST"))
+        elif name == "whitelist-recipients":
+            hit = lists.address_listed(listed, environ[b"SMTPRCPTTO"].lower())
+        else:
+            sender = environ.get(b"SMTPMAILFROM", b"").lower()
+            hit = bool(sender) and lists.address_listed(listed, sender)
+            if not hit and sender and settings.normalise_sender:
+                from qgrey.keys import normalise_sender
+                hit = lists.address_listed(listed, normalise_sender(sender))
+        if hit:
+            return reason, False
+    if settings.trap_time <= 0 or not _present(directory, GREYTRAPS):
+        return None, False
+    listed = _load_list(directory, GREYTRAPS, problems)
+    if listed is None:
+        return None, False
+    from qgrey import lists
+    return None, lists.address_listed(listed, environ[b"SMTPRCPTTO"].lower())
+
+
+def key_hasher(settings):
+    """None, or the salted hash of GL_PRIVACY=1. Raises OSError (salt file)."""
+    if not settings.privacy:
+        return None
+    from qgrey import keys, salt
+    return keys.hasher(salt.load(settings.dir))
+
+
+def outbound(environ, now, problems, reason):
+    """A relay client or authenticated user: not greylisted; with GL_REVERSE
+    the pair is recorded so that the remote address's reply passes."""
+    sender = environ.get(b"SMTPMAILFROM", b"")
+    recipient = environ.get(b"SMTPRCPTTO")
+    if not sender or not recipient:
+        return skip(reason)
+    from qgrey import settings as settings_module
+    settings = settings_module.load(environ)
+    problems.extend(settings.problems)
+    if not settings.reverse:
+        return skip(reason)
+    from qgrey import keys, policy
+    from qgrey.store import StoreError, open_store
+    store = None
+    try:
+        hashed = key_hasher(settings)
+        remote, local = keys.sender_field(recipient, settings), keys.address(sender)
+        key = keys.reply_key(remote, local) if hashed is None else \
+            keys.REPLY + " " + hashed(remote + ">" + local)
+        store = open_store(settings)
+        entry = store.lookup(key)
+        if policy.record_reply(entry, now, settings) is not entry:
+            store.update(key, lambda entry: (None, policy.record_reply(entry, now, settings)))
+    except StoreError as err:
+        return skip(reason, "reply not recorded: " + err.detail)
+    except OSError as err:
+        return skip(reason, "reply not recorded: salt: %s" % err.strerror)
+    finally:
+        if store is not None:
+            store.close()
+    return skip(reason)
+
+
 def decide(environ, now, problems):
     """The whole decision for one RCPT; environ is a bytes mapping."""
     if b"GL_WHITELISTED" in environ:
         return skip("whitelisted")
     if b"RELAYCLIENT" in environ:
-        return skip("relayclient")
+        return outbound(environ, now, problems, "relayclient")
     if environ.get(b"SMTPAUTHUSER"):
-        return skip("authenticated")
+        return outbound(environ, now, problems, "authenticated")
     if environ.get(b"SMTPRCPTHOSTSOK") == b"0":
         return skip("rcpthosts")
     if b"SMTPRCPTTO" not in environ:
@@ -77,32 +191,60 @@ def decide(environ, now, problems):
     remote_ip = environ.get(b"TCPREMOTEIP")
     if remote_ip is None and not settings.ignore_remoteip:
         return skip("no-remoteip", "TCPREMOTEIP is not set: run qmail-smtpd under tcpserver")
+    whitelisted, greytrap = check_lists(environ, settings, problems)
+    if whitelisted:
+        return skip(whitelisted)
 
     from qgrey import keys, policy
     from qgrey.store import StoreError, open_store
-    key = keys.triplet(remote_ip or b"", environ.get(b"SMTPMAILFROM", b""),
-                       environ[b"SMTPRCPTTO"], settings)
+    try:
+        hashed = key_hasher(settings)
+    except OSError as err:
+        return on_error(StoreError("io", "salt: %s" % err.strerror), settings)
+    sender = environ.get(b"SMTPMAILFROM", b"")
+    recipient = environ[b"SMTPRCPTTO"]
+    triplet = keys.triplet(remote_ip or b"", sender, recipient, settings, hashed)
+    client = None
+    if not settings.ignore_remoteip:
+        client = keys.client(remote_ip, settings.mask_ip)
+        if hashed is not None:
+            client = hashed(client)
+    reply = None
+    if settings.reverse and sender:
+        remote, local = keys.sender_field(sender, settings), keys.address(recipient)
+        reply = keys.reply_key(remote, local) if hashed is None else \
+            keys.REPLY + " " + hashed(remote + ">" + local)
+    wanted = [
+        triplet,
+        keys.client_key(client) if client and settings.awl_count > 0 else None,
+        keys.trap_key(client) if client and settings.trap_time > 0
+        and (greytrap or _present(settings.dir, GREYTRAPS)) else None,
+        reply,
+    ]
+    kind = keys.kind(triplet)
 
-    def change(entry):
-        action, reason, new, waited = policy.decide(entry, now, settings)
-        return (action, reason, waited), new
+    def change(entries):
+        action, reason, new, waited, note = policy.decide_request(
+            entries, now, settings, kind, greytrap)
+        return (action, reason, waited, note), new
 
     store = None
     try:
         store = open_store(settings)
-        entry = store.lookup(key)
-        (action, reason, waited), new = change(entry)
-        if new is not entry:
-            action, reason, waited = store.update(key, change)
+        entries = store.lookup_many(wanted)
+        (action, reason, waited, note), new = change(entries)
+        if any(key is not None and n is not e for key, n, e in zip(wanted, new, entries)):
+            action, reason, waited, note = store.update_many(wanted, change)
     except StoreError as err:
         return on_error(err, settings)
     finally:
         if store is not None:
             store.close()
     if action == policy.GREYLIST:
-        return Decision(action, reason, b"E451 4.7.1 %s\n" % settings.message.encode(), waited)
+        return Decision(action, reason, b"E451 4.7.1 %s\n" % settings.message.encode(), waited, note)
     first_recipient = environ.get(b"SMTPRCPTCOUNT", b"0") == b"0"
-    return Decision(action, reason, header(reason, waited, now) if first_recipient else b"", waited)
+    return Decision(action, reason, header(reason, waited, now) if first_recipient else b"",
+                    waited, note)
 
 
 def log_line(decision, environ):

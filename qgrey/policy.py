@@ -8,7 +8,14 @@ An entry records one greylisting cycle of a triplet:
   last    when it was last seen (refused attempt, or accepted delivery)
   passed  when its retry was accepted (0 while it is still waiting)
   tries   how many attempts were refused in this cycle
+
+The other kinds of key (see keys.py) reuse the same four fields:
+  client  first/last counted delivery, passed = when auto-whitelisted, tries = deliveries counted
+  trap    first/last greytrap hit, passed = 0, tries = hits
+  reply   first/last outbound message seen, passed = first, tries = messages counted
+decide_request() is the whole decision for one RCPT over all of them.
 """
+from qgrey.keys import BOUNCE, CLIENT, REPLY, TRAP, TRIPLET
 
 GREYLIST = "greylist"  # 451 now, come back later
 PASS = "pass"          # accept (add a header)
@@ -16,6 +23,7 @@ SKIP = "skip"          # not ours to greylist: no answer at all
 
 # An accepted delivery renews a passed entry's lifetime; writing that at most
 # once an hour keeps the database write off the path of known senders.
+# Auto-whitelisting counts at most one delivery per client in that time.
 RENEW_AFTER = 3600
 
 
@@ -45,16 +53,44 @@ def lifetime_over(entry, now, settings):
     return bool(entry.passed) and now - entry.last > settings.lifetime
 
 
-def expired(entry, now, settings):
-    return waiting_over(entry, now, settings) or lifetime_over(entry, now, settings)
+def expired(entry, now, settings, kind=TRIPLET):
+    """Whether an entry of this kind (keys.kind(key)) is of no more use."""
+    if kind == TRIPLET:
+        return waiting_over(entry, now, settings) or lifetime_over(entry, now, settings)
+    if kind == BOUNCE:  # a bounce's pass does not last: one message, one recipient
+        if entry.passed:
+            return now - entry.passed > getattr(settings, "bounce_lifetime", 0)
+        return waiting_over(entry, now, settings)
+    if kind == TRAP:
+        return now - entry.last >= getattr(settings, "trap_time", 0)
+    return now - entry.last > settings.lifetime  # client, reply
 
 
-def decide(entry, now, settings):
-    """-> (action, reason, new entry, waited seconds).
+def required_delay(entry, settings):
+    """GL_DELAY, longer for a triplet whose refused attempts came too fast.
+
+    Retries beyond GL_PUNISH_AFTER add GL_PUNISH_STEP each (at most
+    GL_PUNISH_MAX), but only while the refused attempts so far came on
+    average less than GL_PUNISH_GAP apart. Real MTAs retry at most a few
+    times within the delay (Exchange: 1 and 2 minutes) and then wait; a
+    burst of messages at once is forgiven as soon as its retries come at
+    the sender's normal pace.
+    """
+    early = entry.tries - 1
+    limit = getattr(settings, "punish_max", 0)
+    if limit <= 0 or early <= settings.punish_after:
+        return settings.delay
+    if entry.last - entry.first >= settings.punish_gap * early:
+        return settings.delay
+    return settings.delay + min(limit, settings.punish_step * (early - settings.punish_after))
+
+
+def decide(entry, now, settings, kind=TRIPLET):
+    """The triplet alone -> (action, reason, new entry, waited seconds).
 
     The new entry is the very object passed in when nothing needs writing.
     """
-    if entry is None or expired(entry, now, settings):
+    if entry is None or expired(entry, now, settings, kind):
         reason = "new" if entry is None else "expired"
         return GREYLIST, reason, Entry(now, now), 0
     waited = now - entry.first
@@ -62,6 +98,92 @@ def decide(entry, now, settings):
         if now - entry.last >= RENEW_AFTER:
             entry = Entry(entry.first, now, entry.passed, entry.tries)
         return PASS, "known", entry, entry.passed - entry.first
-    if waited < settings.delay:
-        return GREYLIST, "early", Entry(entry.first, now, 0, entry.tries + 1), waited
+    required = required_delay(entry, settings)
+    if waited < required:
+        reason = "early" if required == settings.delay else "punished"
+        return GREYLIST, reason, Entry(entry.first, now, 0, entry.tries + 1), waited
     return PASS, "delayed", Entry(entry.first, now, now, entry.tries), waited
+
+
+def auto_whitelisted(client, now, settings):
+    return client is not None and bool(client.passed) and not expired(client, now, settings, CLIENT)
+
+
+def count_delivery(client, now, settings):
+    """A delivery of this client passed greylisting: count it, one an hour."""
+    needed = getattr(settings, "awl_count", 0)
+    if needed <= 0:
+        return client
+    if client is None or expired(client, now, settings, CLIENT):
+        return Entry(now, now, now if needed <= 1 else 0, 1)
+    if now - client.last < RENEW_AFTER:
+        return client
+    tries = client.tries + 1
+    return Entry(client.first, now, client.passed or (now if tries >= needed else 0), tries)
+
+
+def renew(entry, now):
+    """A passed entry seen again: its lifetime restarts (written once an hour)."""
+    if now - entry.last < RENEW_AFTER:
+        return entry
+    return Entry(entry.first, now, entry.passed, entry.tries + 1)
+
+
+def record_reply(entry, now, settings):
+    """A local user wrote to a remote address: its replies will pass."""
+    if entry is None or expired(entry, now, settings, REPLY):
+        return Entry(now, now, now, 1)
+    return renew(entry, now)
+
+
+def decide_request(entries, now, settings, kind=TRIPLET, greytrap=False):
+    """The whole decision for one RCPT.
+
+    entries: [triplet, client, trap, reply] as stored (None: none, or the
+    feature is off and the key was not looked up); kind: TRIPLET or BOUNCE;
+    greytrap: the recipient is listed in GL_DIR/greytraps.
+    -> (action, reason, new entries, waited, note); a new entry that is the
+    object given needs no write; note says what learning mode let through.
+    """
+    triplet, client, trap, reply = entries
+    new = list(entries)
+    waited = 0
+    awl = auto_whitelisted(client, now, settings)
+    trapped = trap is not None and not expired(trap, now, settings, TRAP)
+    if greytrap and not awl and settings.trap_time > 0:
+        # An auto-whitelisted client is not trapped: one bad address in a
+        # big provider's traffic must not stop all of its mail.
+        if trapped:
+            new[2] = Entry(trap.first, now, 0, trap.tries + 1)
+        else:
+            new[2] = Entry(now, now, 0, 1)
+        action, reason = GREYLIST, "greytrap"
+    elif trapped:
+        action, reason, waited = GREYLIST, "trapped", now - trap.first
+    elif greytrap:
+        action, reason = GREYLIST, "greytrap"
+    elif awl:
+        action, reason = PASS, "auto-whitelist"
+        new[1] = renew(client, now)
+    elif reply is not None and not expired(reply, now, settings, REPLY):
+        action, reason = PASS, "reply"
+        new[3] = renew(reply, now)
+    else:
+        action, reason, new[0], waited = decide(triplet, now, settings, kind)
+        if action == PASS:
+            new[1] = count_delivery(client, now, settings)
+    note = None
+    if action == GREYLIST and getattr(settings, "learn", False):
+        # Record as if the retry had come: the database is ready to use
+        # when learning mode is switched off. Traps are not recorded.
+        note = "would greylist: " + reason
+        if triplet is None or expired(triplet, now, settings, kind):
+            new[0] = Entry(now, now, now, 0)
+        elif not triplet.passed:
+            new[0] = Entry(triplet.first, now, now, triplet.tries)
+        else:
+            new[0] = triplet
+        new[1] = count_delivery(client, now, settings)
+        new[2] = trap
+        action, reason, waited = PASS, "learning", 0
+    return action, reason, new, waited, note

@@ -30,6 +30,12 @@ def whole_duration(text):
     return int(duration(text))
 
 
+def count(text):
+    if not text.isdigit() or not text.isascii() or len(text) > 6:
+        raise ValueError("not a whole number from 0 to 999999")
+    return int(text)
+
+
 def boolean(text):
     if text in ("1", "yes", "on", "true"):
         return True
@@ -73,6 +79,28 @@ TABLE = (
      "database kind: sqlite, or dbm (the first of dbm.gnu, dbm.ndbm, dbm.sqlite3 present)"),
     ("GL_MESSAGE", message, "Greylisted, please try again later",
      "text of the 451 reply, after '451 4.7.1 '"),
+    ("GL_NORMALISE_SENDER", boolean, "1",
+     "1: key senders without per-message tags (BATV, SRS, +extension, digit and hex runs)"),
+    ("GL_AWL_COUNT", count, "5",
+     "deliveries (at most one an hour) after which a client passes without delay; 0: never"),
+    ("GL_TRAP_TIME", whole_duration, "1d",
+     "how long a client that mailed a greytrap is refused everything; 0: traps off"),
+    ("GL_PUNISH_AFTER", count, "3",
+     "refused retries of a triplet tolerated before early retries lengthen its delay"),
+    ("GL_PUNISH_GAP", whole_duration, "60",
+     "retries closer than this on average count as hammering"),
+    ("GL_PUNISH_STEP", whole_duration, "5m",
+     "delay added per early retry beyond GL_PUNISH_AFTER"),
+    ("GL_PUNISH_MAX", whole_duration, "1h",
+     "most delay added for early retries; 0: never punish"),
+    ("GL_REVERSE", boolean, "1",
+     "1: record recipients of relay clients and authenticated users; their replies pass"),
+    ("GL_BOUNCE_LIFETIME", whole_duration, "1h",
+     "a null-sender triplet that passed is accepted without delay this long, then greylisted again"),
+    ("GL_LEARN", boolean, "0",
+     "1: learning mode: record everything as if it had passed, refuse nothing"),
+    ("GL_PRIVACY", boolean, "0",
+     "1: store keys as salted hashes (salt in GL_DIR/salt) instead of addresses"),
 )
 NAMES = frozenset(row[0] for row in TABLE)
 

@@ -74,3 +74,24 @@ def run(launcher, gl_dir):
                 env[name] = value
         return spp(command or launcher, env, user=user, timeout=timeout)
     return run
+
+
+class read_only:
+    """A directory nobody may write to, root included (chattr +i when root)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        if IS_ROOT:
+            if subprocess.run(["chattr", "+i", self.path], stderr=subprocess.DEVNULL).returncode:
+                pytest.skip("cannot make a directory read-only for root here")
+        else:
+            os.chmod(self.path, 0o500)
+        return self.path
+
+    def __exit__(self, *exc):
+        if IS_ROOT:
+            subprocess.run(["chattr", "-i", self.path])
+        else:
+            os.chmod(self.path, 0o700)

@@ -111,9 +111,27 @@ def check_directory(path):
         raise StoreError("directory", "GL_DIR %s is writable by others; chmod o-w it" % path)
 
 
+def is_triplet(key):
+    """Triplet keys have three fields; other key spaces (see CLIENT) have two."""
+    return key.count(" ") == 2
+
+
+# Key space of permanent client whitelist entries: "client <network>", the
+# network as 'a.b.c.d/n' or an IPv6 prefix 'x::/n'. Written by qgrey-admin
+# allow --client; qgrey-expire never removes them.
+CLIENT = "client "
+
+
 class Store:
     """Base class: kinds provide _open(write), _get(key), _put(key, entry),
-    _delete(key), _commit(), _close(), and may override lookup()."""
+    _delete(key), _commit(), _close(), _scan(after, limit), and may override
+    lookup().
+
+    The batch operations (scan, remove_if, put_many) are for the tools that
+    sit beside the plugin: each call is one short hold of the lock, with a
+    fresh deadline of GL_LOCK_TIMEOUT, so a long job never holds the plugin
+    off for longer than one batch.
+    """
 
     file_name = None
 
@@ -123,6 +141,7 @@ class Store:
         if deadline is None:
             deadline = time.monotonic() + lock_timeout
         self.lock = Lock(directory + "/" + LOCK_NAME, deadline)
+        self.lock_timeout = lock_timeout
         self.checked = False
 
     def _locked(self, exclusive):
@@ -141,23 +160,117 @@ class Store:
             self._close()
             self.lock.release()
 
+    def lookup_many(self, keys):
+        """The stored entries of keys, in one go; None for a key that is
+        None (not wanted) or absent."""
+        self._locked(False)
+        try:
+            self._open(False)
+            return [None if key is None else self._get(key) for key in keys]
+        finally:
+            self._close()
+            self.lock.release()
+
     def update(self, key, change):
         """Atomic read-modify-write: change(entry) -> (result, new entry).
 
         new entry None deletes; the same object as given writes nothing.
         """
+        def change_one(entries):
+            result, new = change(entries[0])
+            return result, [new]
+        return self.update_many([key], change_one)
+
+    def update_many(self, keys, change):
+        """update() of several keys in one transaction:
+        change(list of entries) -> (result, list of new entries).
+        A key that is None is not read (its entry is None) nor written."""
         self._locked(True)
         try:
             self._open(True)
-            entry = self._get(key)
-            result, new = change(entry)
-            if new is not entry:
-                if new is None:
+            entries = [None if key is None else self._get(key) for key in keys]
+            result, new = change(entries)
+            written = False
+            for key, entry, new_entry in zip(keys, entries, new):
+                if new_entry is entry or key is None:
+                    continue
+                if new_entry is None:
                     self._delete(key)
                 else:
-                    self._put(key, new)
+                    self._put(key, new_entry)
+                written = True
+            if written:
                 self._commit()
             return result
+        finally:
+            self._close()
+            self.lock.release()
+
+    def _renew(self):
+        self.lock.deadline = time.monotonic() + self.lock_timeout
+
+    def scan(self, after="", limit=1000):
+        """[(key, entry)] of at most limit entries with key > after, in key order."""
+        self._renew()
+        self._locked(False)
+        try:
+            try:
+                self._open(False)
+            except StoreError as err:
+                if "no such table" in err.detail:
+                    return []
+                raise
+            return self._scan(after, limit)
+        finally:
+            self._close()
+            self.lock.release()
+
+    def remove_if(self, keys, predicate):
+        """Delete each of keys whose entry, read again under the lock, still
+        satisfies predicate(entry). -> [(key, entry)] removed."""
+        self._renew()
+        self._locked(True)
+        removed = []
+        try:
+            self._open(True)
+            for key in keys:
+                entry = self._get(key)
+                if entry is not None and predicate(entry):
+                    self._delete(key)
+                    removed.append((key, entry))
+            if removed:
+                self._commit()
+            return removed
+        finally:
+            self._close()
+            self.lock.release()
+
+    def put_many(self, items):
+        """Write [(key, entry)] in one hold of the lock and one commit."""
+        self._renew()
+        self._locked(True)
+        try:
+            self._open(True)
+            self._ensure()
+            for key, entry in items:
+                self._put(key, entry)
+            self._commit()
+        finally:
+            self._close()
+            self.lock.release()
+
+    def _ensure(self):
+        """Create what a first write needs (kinds that need it override)."""
+
+    def maintain(self, what, exclusive=True):
+        """Run what(self) -> result with the database open under the lock
+        (shared: read only): for integrity checks and shrinking, which the
+        kinds provide as _integrity(), _space() and _compact()."""
+        self._renew()
+        self._locked(exclusive)
+        try:
+            self._open(exclusive)
+            return what(self)
         finally:
             self._close()
             self.lock.release()

@@ -45,25 +45,15 @@ class DbmStore(Store):
             self.errors += (sqlite3.Error,)
         Store.__init__(self, directory, lock_timeout, deadline)
         self.db = None
+        self.snapshot = None
 
     def _open(self, write):
         # qgrey's own flock serialises access; dbm.gnu's lock would not wait.
+        if not write and not self._exists():
+            self.db = {}
+            return
         flag = ("c" if write else "r") + ("u" if self.kind == "dbm.gnu" else "")
-        try:
-            self.db = self.module.open(self.path, flag, 0o600)
-        except self.errors as err:
-            # dbm.sqlite3.error is an OSError without an errno: test for the file.
-            if not write and not self._exists():
-                self.db = {}
-                return
-            if isinstance(err, OSError) and err.errno is not None:
-                raise os_error(self.path, err)
-            raise StoreError("database", "%s: %s" % (self.path, err))
-        except OSError as err:
-            if not write and err.errno == 2:
-                self.db = {}
-                return
-            raise os_error(self.path, err)
+        self.db = self._call(self.module.open, self.path, flag, 0o600)
 
     def _exists(self):
         import os
@@ -72,8 +62,8 @@ class DbmStore(Store):
     def _call(self, function, *args):
         try:
             return function(*args)
-        except self.errors as err:
-            if isinstance(err, OSError) and err.errno is not None:
+        except self.errors as err:  # some are OSErrors without errno
+            if getattr(err, "errno", None):
                 raise os_error(self.path, err)
             raise StoreError("database", "%s: %s" % (self.path, err))
         except OSError as err:
@@ -102,3 +92,53 @@ class DbmStore(Store):
                     db.close()
                 except Exception:
                     pass
+
+    # Beside the plugin: batch reads and maintenance.
+
+    def _scan(self, after, limit):
+        # dbm has no key order: the sorted key list is read once, in one hold
+        # of the lock, and values are read batch by batch. Entries added
+        # after that hold are not seen by this store object.
+        import bisect
+        if self.snapshot is None:
+            self.snapshot = sorted(self._call(self.db.keys))
+        start = bisect.bisect_right(self.snapshot, after.encode())
+        rows = []
+        for raw in self.snapshot[start:]:
+            if len(rows) >= limit:
+                break
+            value = self._call(self.db.get, raw)
+            if value is not None:
+                rows.append((raw.decode("ascii", "surrogateescape"), decode(value)))
+        return rows
+
+    def _integrity(self):
+        problems = []
+        for raw in self._call(self.db.keys):
+            value = self._call(self.db.get, raw)
+            try:
+                raw.decode("ascii")
+                decode(value if value is not None else b"")
+            except (UnicodeDecodeError, StoreError, ValueError):
+                problems.append("bad entry %r: %r" % (raw[:60], (value or b"")[:40]))
+                if len(problems) >= 20:
+                    problems.append("(stopped after 20 bad entries)")
+                    break
+        return problems
+
+    def _space(self):
+        """-> (file bytes, None: dbm does not say how much of it is free)."""
+        import os
+        size = 0
+        for suffix in ("", ".db", ".pag", ".dir"):
+            try:
+                size += os.stat(self.path + suffix).st_size
+            except OSError:
+                pass
+        return size, None
+
+    def _compact(self):
+        if not hasattr(self.db, "reorganize"):
+            return False
+        self._call(self.db.reorganize)
+        return True

@@ -1,6 +1,6 @@
 """The default store: one SQLite file, GL_DIR/qgrey.sqlite.
 
-Rollback journal with synchronous=FULL: a commit is on disk before the lock
+Rollback journal with synchronous=FULL (SQLite's defaults): a commit is on disk before the lock
 is released, and a writer killed mid-commit leaves a hot journal that the
 next writer rolls back. Lookups read the file directly (sqlitefile) and fall
 back to SQLite when that reader declines.
@@ -10,23 +10,51 @@ import posix
 from qgrey.policy import Entry
 from qgrey.store import Store, StoreError, os_error
 
+sqlite3 = None  # loaded by _open: a lookup of a known triplet does without it
+
+
+def _pass_through(maxsize=128, typed=False):
+    return lambda function: function
+
+
+def _load_sqlite():
+    """The SQLite module, loaded as cheaply as this Python allows.
+
+    The C module alone: the sqlite3 package adds datetime and more, for
+    adapters qgrey does not use. From Python 3.11 the C module builds its
+    statement cache with functools.lru_cache, and importing functools (and
+    collections with it) costs half a Python start-up; a process that runs
+    four statements needs no cache, so when functools is not loaded yet the
+    module is given a pass-through lru_cache for its import, and functools
+    is forgotten again. Any surprise: the plain import.
+    """
+    global sqlite3
+    if sqlite3 is not None:
+        return
+    import sys
+    stub = None
+    if "functools" not in sys.modules:
+        stub = type(sys)("functools")
+        stub.lru_cache = _pass_through
+        sys.modules["functools"] = stub
+    try:
+        import _sqlite3 as module
+    except Exception:
+        module = None
+    finally:
+        if stub is not None and sys.modules.get("functools") is stub:
+            del sys.modules["functools"]
+    if module is None:  # pragma: no cover - another implementation
+        sys.modules.pop("_sqlite3", None)
+        import sqlite3 as module
+    sqlite3 = module
+
 TABLE = "entries"
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS entries ("
     "key TEXT PRIMARY KEY, first INTEGER NOT NULL, last INTEGER NOT NULL, "
     "passed INTEGER NOT NULL, tries INTEGER NOT NULL) WITHOUT ROWID"
 )
-
-
-def _sqlite3():
-    """The C module sqlite3 wraps: its Python half imports datetime and
-    collections.abc for adapters that qgrey (text and integers) never uses."""
-    try:
-        import _sqlite3
-        return _sqlite3
-    except ImportError:  # pragma: no cover
-        import sqlite3
-        return sqlite3
 
 
 class SqliteStore(Store):
@@ -37,36 +65,38 @@ class SqliteStore(Store):
         self.db = None
 
     def lookup(self, key):
+        return self.lookup_many([key])[0]
+
+    def lookup_many(self, keys):
         from qgrey.store import sqlitefile
         self._locked(False)
         try:
             try:
-                row = sqlitefile.lookup(self.path, TABLE.encode(), key.encode())
-                return None if row is None else Entry(*row[1:5])
+                rows = sqlitefile.lookup_many(self.path, TABLE.encode(),
+                                              [None if k is None else k.encode() for k in keys])
+                return [None if row is None else Entry(*row[1:5]) for row in rows]
             except FileNotFoundError:
-                return None
+                return [None] * len(keys)
             except (sqlitefile.Unsupported, OSError):
                 pass
             try:
                 self._open(False)
-                return self._get(key)
+                return [None if key is None else self._get(key) for key in keys]
             except StoreError as err:
                 if "no such table" in err.detail:
-                    return None
+                    return [None] * len(keys)
                 raise
         finally:
             self._close()
             self.lock.release()
 
     def _sql(self, statement, args=()):
-        sqlite3 = _sqlite3()
         try:
             return self.db.execute(statement, args)
         except sqlite3.Error as err:
             raise self._error(err)
 
     def _error(self, err):
-        sqlite3 = _sqlite3()
         text = str(err)
         if "disk is full" in text or "disk I/O" in text:
             reason = "disk-full" if "full" in text else "io"
@@ -77,8 +107,8 @@ class SqliteStore(Store):
         return StoreError(reason, "%s: %s" % (self.path, text))
 
     def _open(self, write):
-        sqlite3 = _sqlite3()
         import time
+        _load_sqlite()
         try:
             st = posix.lstat(self.path)
             if st.st_mode & 0o170000 != 0o100000:
@@ -94,12 +124,10 @@ class SqliteStore(Store):
             self.db = sqlite3.connect(self.path, timeout=remaining, isolation_level=None)
         except sqlite3.Error as err:
             raise self._error(err)
-        self._sql("PRAGMA synchronous=FULL")
         if write:
             self._sql("BEGIN IMMEDIATE")
 
     def _get(self, key):
-        sqlite3 = _sqlite3()
         try:
             row = self.db.execute(
                 "SELECT first, last, passed, tries FROM entries WHERE key = ?", (key,)
@@ -127,10 +155,54 @@ class SqliteStore(Store):
     def _close(self):
         if self.db is not None:
             db, self.db = self.db, None
-            sqlite3 = _sqlite3()
             try:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 db.close()
             except sqlite3.Error:
                 pass
+
+    # Beside the plugin: batch reads and maintenance.
+
+    def _scan(self, after, limit):
+        try:
+            rows = self.db.execute(
+                "SELECT key, first, last, passed, tries FROM entries WHERE key > ? "
+                "ORDER BY key LIMIT ?", (after, limit)).fetchall()
+        except sqlite3.OperationalError as err:
+            if "no such table" in str(err):
+                return []
+            raise self._error(err)
+        except sqlite3.Error as err:
+            raise self._error(err)
+        return [(row[0], Entry(*row[1:])) for row in rows]
+
+    def _ensure(self):
+        self._sql(SCHEMA)
+
+    def _integrity(self):
+        """-> list of problems (empty when the file is sound)."""
+        rows = self._sql("PRAGMA integrity_check").fetchall()
+        problems = [row[0] for row in rows if row[0] != "ok"]
+        tables = [row[0] for row in self._sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()]
+        if tables and TABLE not in tables:
+            problems.append("no table %s: not a qgrey database" % TABLE)
+        elif TABLE in tables:
+            bad = self._sql("SELECT count(*) FROM entries WHERE typeof(first) != 'integer' OR "
+                            "typeof(last) != 'integer' OR typeof(passed) != 'integer' OR "
+                            "typeof(tries) != 'integer'").fetchone()[0]
+            if bad:
+                problems.append("%d entries with non-integer fields" % bad)
+        return problems
+
+    def _space(self):
+        """-> (file bytes, bytes in free pages)."""
+        page_size = self._sql("PRAGMA page_size").fetchone()[0]
+        pages = self._sql("PRAGMA page_count").fetchone()[0]
+        free = self._sql("PRAGMA freelist_count").fetchone()[0]
+        return pages * page_size, free * page_size
+
+    def _compact(self):
+        self._sql("COMMIT")  # VACUUM cannot run inside a transaction
+        self._sql("VACUUM")

@@ -148,10 +148,15 @@ class Reader:
 
 def lookup(path, table, key):
     """-> the row (list) of key in table, or None. Raises Unsupported, OSError."""
+    return lookup_many(path, table, [key])[0]
+
+
+def lookup_many(path, table, keys):
+    """-> the row (or None) of each key (None: not wanted) in one reading."""
     reader = Reader(path)
     try:
         root = reader.root_page(table)
-        return None if root is None else reader.find(root, key)
+        return [None if root is None or key is None else reader.find(root, key) for key in keys]
     except (IndexError, ValueError) as err:
         raise Unsupported("malformed: %s" % err)
     finally:

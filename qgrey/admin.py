@@ -1,0 +1,399 @@
+"""qgrey-admin: look at and change the greylisting database.
+
+Subcommands: list (show), allow, delete, stats, dump, load, check.
+Settings come from the environment and GL_DIR/config, as for the plugin.
+
+Exit status: 0 done; 1 nothing matched (delete) or check found a problem;
+100 usage or bad input (including a damaged database); 111 temporary
+failure (lock timeout, I/O).
+"""
+import argparse
+import os
+import sys
+import time
+
+from qgrey import keys, policy, settings as settings_module
+from qgrey.store import CLIENT, StoreError, is_triplet, open_store
+
+PROGRAM = "qgrey-admin"
+DUMP_HEADER = "qgrey-dump 1"
+BATCH = 1000
+STATES = ("waiting", "passed", "expired", "whitelisted")
+
+
+class Failure(Exception):
+    """One line for stderr, and the exit status."""
+
+    def __init__(self, text, status=100):
+        Exception.__init__(self, text)
+        self.status = status
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise Failure("usage: %s (see %s --help)" % (message, self.prog))
+
+
+# Pure helpers
+
+def ago(seconds):
+    """Seconds in the past -> '5m ago', '3d ago'; negative -> 'in 5m'."""
+    future = seconds < 0
+    seconds = abs(int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size * (2 if unit == "d" else 1):
+            text = "%d%s" % (seconds // size, unit)
+            break
+    else:
+        text = "%ds" % seconds
+    return "in " + text if future else text + " ago"
+
+
+def state(key, entry, now, settings):
+    if not is_triplet(key):
+        return "whitelisted"
+    if policy.expired(entry, now, settings):
+        return "expired"
+    return "passed" if entry.passed else "waiting"
+
+
+def client_network(text):
+    """'198.51.100.7', '198.51.100.0/24', '2001:db8::/48' -> canonical network."""
+    address, slash, prefix = text.partition("/")
+    raw = address.encode("ascii", "replace")
+    v4 = keys.parse_ipv4(raw)
+    if v4 is not None:
+        width, value = 32, v4
+    else:
+        value = keys.parse_ipv6(raw) if b":" in raw else None
+        if value is None:
+            raise Failure("not an IP address or network: %s" % settings_module.sanitise(text))
+        width = 128
+    if slash:
+        if not prefix.isdigit() or not 0 <= int(prefix) <= width:
+            raise Failure("bad prefix length in %s" % settings_module.sanitise(text))
+        bits = int(prefix)
+    else:
+        bits = width
+    value = value >> (width - bits) << (width - bits) if bits else 0
+    text = keys.format_ipv4(value) if width == 32 else keys.format_ipv6(value)
+    return "%s/%d" % (text, bits)
+
+
+def dump_line(key, entry):
+    return "%s\t%d\t%d\t%d\t%d\n" % ((key,) + entry.fields())
+
+
+def parse_dump_line(line, number):
+    fields = line.rstrip("\n").split("\t")
+    if len(fields) != 5:
+        raise Failure("line %d: not KEY<TAB>first<TAB>last<TAB>passed<TAB>tries" % number)
+    key = fields[0]
+    if not key or not all(" " <= c <= "~" for c in key) or "  " in key or key.strip() != key:
+        raise Failure("line %d: bad key" % number)
+    if not (is_triplet(key) or key.startswith(CLIENT)):
+        raise Failure("line %d: key is neither a triplet nor a client entry" % number)
+    if not all(f.isdigit() and f.isascii() for f in fields[1:]):
+        raise Failure("line %d: times and tries must be whole numbers" % number)
+    return key, policy.Entry(*map(int, fields[1:]))
+
+
+def triplet_key(args, settings):
+    if args.key:
+        if args.triplet:
+            raise Failure("give either --key or CLIENT SENDER RECIPIENT")
+        return args.key
+    if len(args.triplet) != 3:
+        raise Failure("give CLIENT SENDER RECIPIENT (as in the envelope; <> for the null sender) or --key")
+    client, sender, recipient = (os.fsencode(v) for v in args.triplet)
+    return keys.triplet(client, b"" if sender == b"<>" else sender, recipient, settings)
+
+
+def scan_all(store):
+    after = ""
+    while True:
+        rows = store.scan(after, BATCH)
+        for row in rows:
+            yield row
+        if len(rows) < BATCH:
+            return
+        after = rows[-1][0]
+
+
+# Subcommands
+
+def cmd_list(args, settings, store, out):
+    now = int(time.time())
+    client = whitelist_key = None
+    if args.client:
+        if "/" in args.client:
+            client = client_network(args.client)
+        else:
+            client = keys.client(args.client.encode(), settings.mask_ip)
+        try:
+            whitelist_key = CLIENT + client_network(args.client)
+        except Failure:
+            pass
+    sender = args.sender and (args.sender if args.sender.startswith("@") else keys.address(
+        b"" if args.sender == "<>" else args.sender.encode()))
+    recipient = args.recipient and (args.recipient if args.recipient.startswith("@") else
+                                    keys.address(args.recipient.encode()))
+
+    def match(field, wanted):
+        return not wanted or (field.endswith(wanted.lower()) if wanted.startswith("@") else field == wanted)
+
+    shown = 0
+    if not args.no_header:
+        out.write("%-11s %-9s %-9s %-9s %5s  %s\n" % (
+            "STATE", "FIRST", "LAST", "PASSED", "TRIES", "CLIENT SENDER RECIPIENT"))
+    for key, entry in scan_all(store):
+        what = state(key, entry, now, settings)
+        if args.state and what != args.state:
+            continue
+        if is_triplet(key):
+            k_client, k_sender, k_recipient = key.split(" ")
+            if client and k_client != client:
+                continue
+            if not (match(k_sender, sender) and match(k_recipient, recipient)):
+                continue
+        else:
+            if sender or recipient or (client and key != whitelist_key):
+                continue
+        age = now - entry.first
+        if args.older_than is not None and age <= args.older_than:
+            continue
+        if args.newer_than is not None and age >= args.newer_than:
+            continue
+        out.write("%-11s %-9s %-9s %-9s %5d  %s\n" % (
+            what, ago(age), ago(now - entry.last),
+            ago(now - entry.passed) if entry.passed else "-", entry.tries, key))
+        shown += 1
+        if args.limit and shown >= args.limit:
+            break
+    return 0
+
+
+def cmd_allow(args, settings, store, out):
+    now = int(time.time())
+    if args.client:
+        if args.key or args.triplet:
+            raise Failure("give either --client or a triplet")
+        key = CLIENT + client_network(args.client)
+        store.update(key, lambda entry: (None, policy.Entry(now, now, now, 0)))
+        out.write("whitelisted %s\n" % key)
+        return 0
+    key = triplet_key(args, settings)
+
+    def release(entry):
+        if entry is None:
+            return "added", policy.Entry(now, now, now, 0)
+        if entry.passed and not policy.expired(entry, now, settings):
+            return "already passed", entry
+        return "released", policy.Entry(entry.first, now, now, entry.tries)
+    out.write("%s %s\n" % (store.update(key, release), key))
+    return 0
+
+
+def cmd_delete(args, settings, store, out):
+    if args.client:
+        if args.key or args.triplet:
+            raise Failure("give either --client or a triplet")
+        key = CLIENT + client_network(args.client)
+    else:
+        key = triplet_key(args, settings)
+    if store.update(key, lambda entry: (entry is not None, None if entry else entry)):
+        out.write("deleted %s\n" % key)
+        return 0
+    out.write("no such entry %s\n" % key)
+    return 1
+
+
+AGE_BUCKETS = ((3600, "< 1h"), (86400, "< 1d"), (7 * 86400, "< 7d"), (30 * 86400, "< 30d"),
+               (None, ">= 30d"))
+
+
+def bar(count, total, width=40):
+    return "#" * (int(round(width * count / float(total))) if total else 0)
+
+
+def cmd_stats(args, settings, store, out):
+    now = int(time.time())
+    counts = dict.fromkeys(STATES, 0)
+    never, never_passed_tries = 0, 0
+    ages = [0] * len(AGE_BUCKETS)
+    total = 0
+    for key, entry in scan_all(store):
+        total += 1
+        counts[state(key, entry, now, settings)] += 1
+        if is_triplet(key) and policy.waiting_over(entry, now, settings):
+            never += 1
+        age = now - entry.first
+        for i, (limit, _) in enumerate(AGE_BUCKETS):
+            if limit is None or age < limit:
+                ages[i] += 1
+                break
+    out.write("entries %d\n" % total)
+    for name in STATES:
+        out.write("  %-12s %d\n" % (name, counts[name]))
+    out.write("never came back (retry window over, not retried) %d\n" % never)
+    out.write("age (since first seen)\n")
+    for (_, label), count in zip(AGE_BUCKETS, ages):
+        out.write("  %-7s %8d %s\n" % (label, count, bar(count, total)))
+    return 0
+
+
+def cmd_dump(args, settings, store, out):
+    target = out if args.file in (None, "-") else open(args.file, "w", encoding="ascii")
+    try:
+        target.write(DUMP_HEADER + "\n")
+        for key, entry in scan_all(store):
+            target.write(dump_line(key, entry))
+        target.flush()
+    finally:
+        if target is not out:
+            target.close()
+    return 0
+
+
+def read_dump(lines):
+    """Validate and yield (key, entry) from an iterable of dump lines."""
+    for number, line in enumerate(lines, 1):
+        if number == 1:
+            if line.rstrip("\n") != DUMP_HEADER:
+                raise Failure("line 1: not a qgrey dump (want the header %r)" % DUMP_HEADER)
+            continue
+        if line.strip():
+            yield parse_dump_line(line, number)
+
+
+def cmd_load(args, settings, store, out):
+    if args.file in (None, "-"):
+        lines = list(sys.stdin)
+        source = lambda: iter(lines)  # noqa: E731
+    else:
+        path = args.file
+        source = lambda: open(path, encoding="ascii", errors="replace")  # noqa: E731
+    # A first pass checks every line, so that a bad file changes nothing.
+    count = 0
+    stream = source()
+    for _ in read_dump(stream):
+        count += 1
+    batch = []
+    stream = source()
+    for item in read_dump(stream):
+        batch.append(item)
+        if len(batch) >= BATCH:
+            store.put_many(batch)
+            batch = []
+    if batch:
+        store.put_many(batch)
+    out.write("loaded %d entries\n" % count)
+    return 0
+
+
+def cmd_check(args, settings, store, out):
+    from qgrey import check
+    return check.run(settings, args.user, out)
+
+
+def duration_arg(text):
+    try:
+        return settings_module.duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err))
+
+
+def parser():
+    top = Parser(prog=PROGRAM, description="Look at and change the qgrey database (GL_DIR).")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    p = sub.add_parser("list", aliases=["show"], help="list entries",
+                       description="List entries, filtered; times are relative to now.")
+    p.add_argument("--client", help="client address (matched as the plugin keys it) or network")
+    p.add_argument("--sender", help="sender address, <> for the null sender, or @domain")
+    p.add_argument("--recipient", help="recipient address or @domain")
+    p.add_argument("--state", choices=STATES)
+    p.add_argument("--older-than", type=duration_arg, metavar="AGE", help="first seen longer ago (300, 5m, 2d)")
+    p.add_argument("--newer-than", type=duration_arg, metavar="AGE", help="first seen more recently")
+    p.add_argument("--limit", type=int, default=0, help="show at most this many")
+    p.add_argument("--no-header", action="store_true")
+    p.set_defaults(run=cmd_list)
+
+    for name, run, text in (("allow", cmd_allow, "pass a triplet now, or whitelist a client"),
+                            ("delete", cmd_delete, "delete an entry")):
+        p = sub.add_parser(name, help=text, description=text.capitalize() + ". A triplet is given "
+                           "as in the envelope (CLIENT SENDER RECIPIENT, <> for the null sender) "
+                           "or as a key printed by list (--key).")
+        p.add_argument("triplet", nargs="*", metavar="CLIENT SENDER RECIPIENT")
+        p.add_argument("--key", help="the key as list prints it")
+        p.add_argument("--client", metavar="ADDRESS[/PREFIX]",
+                       help="the permanent client whitelist entry of this address or network")
+        p.set_defaults(run=run)
+
+    p = sub.add_parser("stats", help="counts by state and age", description="Counts by state and age.")
+    p.set_defaults(run=cmd_stats)
+    p = sub.add_parser("dump", help="write the database as text",
+                       description="Write every entry as text: a header line '%s', then "
+                       "KEY<TAB>first<TAB>last<TAB>passed<TAB>tries in key order." % DUMP_HEADER)
+    p.add_argument("file", nargs="?", help="output file (default: stdout)")
+    p.set_defaults(run=cmd_dump)
+    p = sub.add_parser("load", help="add the entries of a dump",
+                       description="Add (or overwrite) the entries of a dump; the whole file is "
+                       "checked before anything is written.")
+    p.add_argument("file", nargs="?", help="dump file (default: stdin)")
+    p.set_defaults(run=cmd_load)
+    p = sub.add_parser("check", help="check settings, permissions and the database",
+                       description="Check that the plugin will work: settings, permissions of "
+                       "GL_DIR and its files, database integrity. Exit 0 only if it will.")
+    p.add_argument("--user", help="check as this user (the one qmail-smtpd runs as)")
+    p.set_defaults(run=cmd_check)
+    return top
+
+
+def run(argv, environ, out):
+    args = parser().parse_args(argv)
+    settings = settings_module.load(environ)
+    if args.run is not cmd_check:
+        for problem in settings.problems:
+            sys.stderr.write("%s: warning: %s\n" % (PROGRAM, problem))
+    store = open_store(settings) if args.run is not cmd_check else None
+    try:
+        return args.run(args, settings, store, out)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def main():
+    os.umask(0o077)
+    try:
+        status = run(sys.argv[1:], os.environb, sys.stdout)
+        sys.stdout.flush()
+    except Failure as err:
+        sys.stderr.write("%s: fatal: %s\n" % (PROGRAM, err))
+        status = err.status
+    except StoreError as err:
+        sys.stderr.write("%s: fatal: %s\n" % (PROGRAM, err.detail))
+        status = 100 if err.reason == "database" else 111
+    except BrokenPipeError:
+        status = 0
+        try:
+            sys.stdout = None
+        except Exception:
+            pass
+    except KeyboardInterrupt:
+        sys.stderr.write("%s: fatal: interrupted\n" % PROGRAM)
+        status = 111
+    except OSError as err:
+        sys.stderr.write("%s: fatal: %s%s\n" % (
+            PROGRAM, err.strerror or err, ": " + err.filename if err.filename else ""))
+        status = 111
+    except UnicodeError as err:
+        sys.stderr.write("%s: fatal: not ASCII text: %s\n" % (PROGRAM, err))
+        status = 100
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

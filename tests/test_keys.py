@@ -1,0 +1,51 @@
+"""Keys: address normalisation and IP masking."""
+import pytest
+
+from qgrey import keys
+
+
+class S:
+    ignore_remoteip = ignore_sender = ignore_recipient = False
+    mask_ip = True
+
+
+@pytest.mark.parametrize("raw, masked, exact", [
+    (b"192.0.2.77", "192.0.2.0/24", "192.0.2.77"),
+    (b"::ffff:192.0.2.77", "192.0.2.0/24", "192.0.2.77"),
+    (b"::FFFF:c000:24d", "192.0.2.0/24", "192.0.2.77"),
+    (b"2001:DB8:0:1:2:3:4:5", "2001:db8:0:1::/64", "2001:db8:0:1:2:3:4:5"),
+    (b"2001:db8::1", "2001:db8::/64", "2001:db8::1"),
+    (b"fe80::1%eth0", "fe80::/64", "fe80::1"),
+    (b"::", "::/64", "::"),
+    (b"::1", "::/64", "::1"),
+    (b"2001:0:0:1:0:0:0:1", "2001:0:0:1::/64", "2001:0:0:1::1"),
+    (b"1:0:0:2:0:0:0:3", "1:0:0:2::/64", "1:0:0:2::3"),
+])
+def test_client(raw, masked, exact):
+    assert keys.client(raw, True) == masked
+    assert keys.client(raw, False) == exact
+
+
+@pytest.mark.parametrize("raw", [
+    b"", b"1.2.3", b"1.2.3.4.5", b"300.1.1.1", b"1.2.3.-4", b"a.b.c.d", b"1:2:3:4:5:6:7:8:9",
+    b"1::2::3", b"12345::", b"::ffff:1.2.3.999", b"\xff\xfe", b"1.2.3.4/24", b"\xd9\xa1.1.1.1",
+])
+def test_malformed_ip_is_kept_escaped(raw):
+    field = keys.client(raw, True)
+    assert field and " " not in field and all("!" <= c <= "~" for c in field)
+    assert field == keys.escape(raw.lower()) or (field == "-" and not raw)
+
+
+def test_addresses_compare_case_insensitively_and_escape():
+    assert keys.address(b"Alice@Example.ORG") == "alice@example.org"
+    assert keys.address(b"") == "<>"
+    assert keys.address(b"a b\r\n\x00%<>*\xe9@x") == "a%20b%0D%0A%00%25%3C%3E%2A%E9@x"
+    assert len(keys.address(b"x" * 100000)) == keys.MAX_ADDRESS
+
+
+def test_triplet_and_ignore_options():
+    assert keys.triplet(b"192.0.2.7", b"A@B", b"C@D", S) == "192.0.2.0/24 a@b c@d"
+
+    class Ignore(S):
+        ignore_remoteip = ignore_sender = ignore_recipient = True
+    assert keys.triplet(b"192.0.2.7", b"A@B", b"C@D", Ignore) == "* * *"
