@@ -39,6 +39,10 @@ class DbmStore(Store):
     def __init__(self, directory, lock_timeout, deadline, kind):
         self.kind, self.module = module(kind)
         self.file_name = FILE_NAMES[self.kind]
+        self.errors = (self.module.error,)
+        if self.kind == "dbm.sqlite3":  # some of its calls let sqlite3.Error through
+            import sqlite3
+            self.errors += (sqlite3.Error,)
         Store.__init__(self, directory, lock_timeout, deadline)
         self.db = None
         self.snapshot = None
@@ -58,7 +62,7 @@ class DbmStore(Store):
     def _call(self, function, *args):
         try:
             return function(*args)
-        except self.module.error as err:  # some are OSErrors without errno
+        except self.errors as err:  # some are OSErrors without errno
             if getattr(err, "errno", None):
                 raise os_error(self.path, err)
             raise StoreError("database", "%s: %s" % (self.path, err))
