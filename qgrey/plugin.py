@@ -249,12 +249,14 @@ def log_line(decision, environ):
     fields = [
         "action=" + decision.action,
         "reason=" + decision.reason,
-        "client=" + escape(environ.get(b"TCPREMOTEIP", b"-")[:64]),
+        "client=" + escape(environ.get(b"TCPREMOTEIP", b"")[:64] or b"-"),
         "sender=" + (escape(sender[:256]) if sender else "<>"),
-        "recipient=" + escape(environ.get(b"SMTPRCPTTO", b"-")[:256]),
+        "recipient=" + escape(environ.get(b"SMTPRCPTTO", b"")[:256] or b"-"),
     ]
     if decision.waited is not None:
-        fields.append("waited=%d" % decision.waited)
+        # A concurrent delivery may write the entry just after this one read
+        # the clock: never log a negative wait.
+        fields.append("waited=%d" % max(0, decision.waited))
     if decision.detail:  # free text, always last: the rest of the line
         fields.append("detail=" + "".join(c if " " <= c <= "~" else "?" for c in decision.detail))
     return "%s: %s\n" % (PROGRAM, " ".join(fields))
@@ -270,6 +272,11 @@ def _write(fd, data):
 
 def main():
     posix.umask(0o077)
+    # A file size limit must fail a write, not kill the process: a death by
+    # signal makes qmail-smtpd answer a second time. (_signal is loaded at
+    # start-up already; the signal module would import enum and more.)
+    import _signal
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
     environ = posix.environ
     problems = []
     try:

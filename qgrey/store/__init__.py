@@ -49,11 +49,18 @@ class Lock:
         self.fd = None
 
     def _open(self):
-        flags = posix.O_RDWR | posix.O_CREAT | posix.O_NOFOLLOW | posix.O_CLOEXEC | posix.O_NONBLOCK
+        flags = posix.O_NOFOLLOW | posix.O_CLOEXEC | posix.O_NONBLOCK
         try:
-            self.fd = posix.open(self.path, flags, 0o600)
+            self.fd = posix.open(self.path, flags | posix.O_RDWR | posix.O_CREAT, 0o600)
         except OSError as err:
-            raise os_error("cannot open lock file " + self.path, err)
+            # A read-only directory or file system still lets lookups pass
+            # known senders: flock needs no write access.
+            if err.errno not in (1, 13, 30):  # EPERM, EACCES, EROFS
+                raise os_error("cannot open lock file " + self.path, err)
+            try:
+                self.fd = posix.open(self.path, flags | posix.O_RDONLY)
+            except OSError:
+                raise os_error("cannot open lock file " + self.path, err)
         if posix.fstat(self.fd).st_mode & 0o170000 != 0o100000:
             raise StoreError("io", "lock file %s is not a regular file" % self.path)
 

@@ -98,8 +98,10 @@ class SqliteStore(Store):
 
     def _error(self, err):
         text = str(err)
-        if "disk is full" in text or "disk I/O" in text:
-            reason = "disk-full" if "full" in text else "io"
+        if "disk is full" in text:
+            reason = "disk-full"
+        elif "disk I/O" in text or "readonly" in text or "unable to open" in text:
+            reason = "io"
         elif isinstance(err, sqlite3.OperationalError) and "locked" in text:
             reason = "lock-timeout"
         else:
