@@ -17,10 +17,13 @@ import sys
 sys.path.insert(0, {path!r})
 try:
     from qgrey.plugin import main
-except ImportError as err:
-    sys.stderr.write("qgrey: action=error reason=install detail=cannot import qgrey from %s (%s); "
-                     "write the launcher again\\n" % ({path!r}, err))
-    raise SystemExit(0)
+except BaseException as err:  # moved, or no memory left: one line, exit 0
+    import posix
+    try:
+        posix.write(2, ("qgrey: action=error reason=internal detail=cannot import qgrey from "
+                        "%s (%r); write the launcher again\\n" % ({path!r}, err)).encode("ascii", "replace"))
+    finally:
+        posix._exit(0)
 main()
 '''
 

@@ -284,8 +284,11 @@ def main():
         log = log_line(decision, environ)
     except BaseException as err:  # never a traceback: accept, say why in one line
         decision = Decision("error", "internal")
-        log = "%s: action=error reason=internal detail=%s\n" % (
-            PROGRAM, type(err).__name__)
+        try:
+            detail = "".join(c if " " <= c <= "~" else "?" for c in repr(err)[:200])
+        except BaseException:
+            detail = type(err).__name__
+        log = "%s: action=error reason=internal detail=%s\n" % (PROGRAM, detail)
     for problem in problems:
         _write(2, ("%s: warning: %s\n" % (PROGRAM, problem)).encode("ascii", "replace"))
     _write(2, log.encode("ascii", "replace"))

@@ -28,6 +28,17 @@ def os_error(what, err):
     return StoreError(reason, "%s: %s" % (what, err.strerror or err))
 
 
+def sqlite_reason(text):
+    """The log reason of an SQLite error message (also behind dbm.sqlite3)."""
+    if "disk is full" in text:
+        return "disk-full"
+    if "disk I/O" in text or "readonly" in text or "unable to open" in text:
+        return "io"
+    if "locked" in text:
+        return "lock-timeout"
+    return "database"
+
+
 class _Timeout(Exception):
     pass
 

@@ -5,7 +5,7 @@ killed mid-update loses most of its keys, and each call costs time in
 proportion to the number of keys.
 """
 from qgrey.policy import Entry
-from qgrey.store import Store, StoreError, os_error
+from qgrey.store import Store, StoreError, os_error, sqlite_reason
 
 PREFERENCE = ("dbm.gnu", "dbm.ndbm", "dbm.sqlite3")
 FILE_NAMES = {"dbm.gnu": "qgrey.gdbm", "dbm.ndbm": "qgrey.ndbm", "dbm.sqlite3": "qgrey.dbm-sqlite3"}
@@ -65,7 +65,8 @@ class DbmStore(Store):
         except self.errors as err:  # some are OSErrors without errno
             if getattr(err, "errno", None):
                 raise os_error(self.path, err)
-            raise StoreError("database", "%s: %s" % (self.path, err))
+            reason = sqlite_reason(str(err)) if self.kind == "dbm.sqlite3" else "database"
+            raise StoreError(reason, "%s: %s" % (self.path, err))
         except OSError as err:
             raise os_error(self.path, err)
 

@@ -8,7 +8,7 @@ back to SQLite when that reader declines.
 import posix
 
 from qgrey.policy import Entry
-from qgrey.store import Store, StoreError, os_error
+from qgrey.store import Store, StoreError, os_error, sqlite_reason
 
 sqlite3 = None  # loaded by _open: a lookup of a known triplet does without it
 
@@ -97,16 +97,7 @@ class SqliteStore(Store):
             raise self._error(err)
 
     def _error(self, err):
-        text = str(err)
-        if "disk is full" in text:
-            reason = "disk-full"
-        elif "disk I/O" in text or "readonly" in text or "unable to open" in text:
-            reason = "io"
-        elif isinstance(err, sqlite3.OperationalError) and "locked" in text:
-            reason = "lock-timeout"
-        else:
-            reason = "database"
-        return StoreError(reason, "%s: %s" % (self.path, text))
+        return StoreError(sqlite_reason(str(err)), "%s: %s" % (self.path, err))
 
     def _open(self, write):
         import time
