@@ -26,6 +26,9 @@ PAUSE = 0.002
 # --vacuum it is done only when worth it and quick.
 SHRINK_FREE_SHARE = 0.25
 SHRINK_MAX_BYTES = 4 << 20
+# A file that can give free pages back in steps (SQLite files qgrey creates)
+# does so this many pages per hold of the lock, whatever its size.
+RELEASE_PAGES = 128
 
 
 def kind_removed(key, entry, now, settings):
@@ -71,6 +74,18 @@ def shrink(store, removed, force):
     if removed + store.kept == 0:
         return "shrink: not needed (no entries)"
     size, free = store.maintain(measure, exclusive=False)
+    if free and not force:
+        started, released = time.monotonic(), 0
+        while True:
+            time.sleep(PAUSE)
+            step = store.maintain(lambda s: s._release(RELEASE_PAGES))
+            if not step:
+                break
+            released += step
+        if released or step is not None:
+            after, _ = store.maintain(measure, exclusive=False)
+            return "shrink: %d KiB -> %d KiB in steps of %d pages, %.2f s" % (
+                size >> 10, after >> 10, RELEASE_PAGES, time.monotonic() - started)
     if free is None:  # dbm: estimate from what this run removed
         share = removed / float(removed + store.kept) if removed + store.kept else 0.0
         what = "about %d%% removed" % (share * 100)

@@ -373,3 +373,20 @@ clients greylisted most
     assert (usage.returncode, usage.stderr) == (100, "usage: qgrey-report [--list] [FILE...]\n")
     missing = command("qgrey-report", str(tmp_path / "nope"), gl_dir=gl_dir)
     assert missing.returncode == 111 and missing.stderr.startswith("qgrey-report: fatal: cannot read ")
+
+
+def test_expire_gives_free_space_back_in_small_steps(run, gl_dir):
+    now = int(time.time())
+    old = Entry(now - 3 * DAY, now - 3 * DAY, 0, 1)
+    put(gl_dir, [("192.0.2.0/24 s%05d@example.org r@example.net" % i, old) for i in range(20000)])
+    run()  # one live triplet, written by the plugin
+    path = os.path.join(gl_dir, "qgrey.sqlite")
+    before = os.path.getsize(path)
+    result = command("qgrey-expire", gl_dir=gl_dir)
+    assert result.returncode == 0, result.stderr
+    removed, shrunk = result.stdout.splitlines()
+    assert removed.startswith("removed 20000: never-retried=20000 lifetime-over=0; kept 1;")
+    assert re.match(r"shrink: \d+ KiB -> \d+ KiB in steps of 128 pages", shrunk), shrunk
+    assert os.path.getsize(path) < before / 10
+    assert run().stdout == b"E451 4.7.1 Greylisted, please try again later\n"  # still read directly
+    assert b"reason=early" in run().stderr

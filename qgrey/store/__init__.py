@@ -288,6 +288,10 @@ class Store:
             self._close()
             self.lock.release()
 
+    def _release(self, pages):
+        """Kinds that can give free space back in small steps override this."""
+        return None
+
     def close(self):
         self.lock.close()
 

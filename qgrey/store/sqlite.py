@@ -102,13 +102,16 @@ class SqliteStore(Store):
     def _open(self, write):
         import time
         _load_sqlite()
+        new = False
         try:
             st = posix.lstat(self.path)
             if st.st_mode & 0o170000 != 0o100000:
                 raise StoreError("database", "%s is not a regular file" % self.path)
+            new = st.st_size == 0
         except FileNotFoundError:
             if not write:
                 raise StoreError("database", "no such table")
+            new = True
         except OSError as err:
             raise os_error(self.path, err)
         # SQLite's own waits (another reader holding its lock) share the deadline.
@@ -118,6 +121,10 @@ class SqliteStore(Store):
         except sqlite3.Error as err:
             raise self._error(err)
         if write:
+            if new:
+                # Lets qgrey-expire give free pages back in small steps
+                # (_release); it takes effect with the first table.
+                self._sql("PRAGMA auto_vacuum=INCREMENTAL")
             self._sql("BEGIN IMMEDIATE")
 
     def _get(self, key):
@@ -198,4 +205,19 @@ class SqliteStore(Store):
 
     def _compact(self):
         self._sql("COMMIT")  # VACUUM cannot run inside a transaction
+        self._sql("PRAGMA auto_vacuum=INCREMENTAL")  # older files: from now on
         self._sql("VACUUM")
+
+    def _release(self, pages):
+        """Give up to pages free pages back to the file system in this hold
+        of the lock -> how many, or None when the file was not created for
+        it (auto_vacuum=INCREMENTAL; qgrey-expire --vacuum converts it)."""
+        if self._sql("PRAGMA auto_vacuum").fetchone()[0] != 2:
+            return None
+        before = self._sql("PRAGMA freelist_count").fetchone()[0]
+        try:
+            # executescript steps the pragma to its end (execute frees one page).
+            self.db.executescript("PRAGMA incremental_vacuum(%d);" % pages)
+        except sqlite3.Error as err:
+            raise self._error(err)
+        return before - self._sql("PRAGMA freelist_count").fetchone()[0]
