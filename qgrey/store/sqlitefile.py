@@ -52,6 +52,32 @@ def _record(payload):
     return values
 
 
+def _text_key(payload):
+    """The first column of a record, which must be text, without the rest."""
+    header_size, pos = _varint(payload, 0)
+    serial, _ = _varint(payload, pos)
+    if serial < 13 or not serial & 1:
+        raise Unsupported("key is not text")
+    return payload[header_size:header_size + ((serial - 13) >> 1)]
+
+
+class _Cells:
+    """The cell pointers of a page, decoded only when a search asks."""
+    __slots__ = ("data", "base", "count")
+
+    def __init__(self, data, base, count):
+        self.data, self.base, self.count = data, base, count
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, index):
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        pos = self.base + 2 * index
+        return self.data[pos] << 8 | self.data[pos + 1]
+
+
 class Reader:
     def __init__(self, path):
         # A journal with content beside the file means a writer died
@@ -73,6 +99,7 @@ class Reader:
                 raise Unsupported("WAL mode or not UTF-8")
             self.usable = self.page_size - header[20]
             self.pages = int.from_bytes(header[28:32], "big")
+            self.cache = {}
         except BaseException:
             posix.close(self.fd)
             raise
@@ -81,6 +108,13 @@ class Reader:
         posix.close(self.fd)
 
     def _page(self, number):
+        # The root and upper pages are shared by the keys of one request.
+        page = self.cache.get(number)
+        if page is None:
+            page = self.cache[number] = self._read_page(number)
+        return page
+
+    def _read_page(self, number):
         if not 1 <= number <= self.pages:
             raise Unsupported("page %d out of range" % number)
         data = posix.pread(self.fd, self.page_size, (number - 1) * self.page_size)
@@ -91,7 +125,7 @@ class Reader:
         count = int.from_bytes(data[start + 3:start + 5], "big")
         interior = kind in (2, 5)
         pointers = start + (12 if interior else 8)
-        cells = [int.from_bytes(data[p:p + 2], "big") for p in range(pointers, pointers + 2 * count, 2)]
+        cells = _Cells(data, pointers, count)
         right = int.from_bytes(data[start + 8:start + 12], "big") if interior else 0
         return kind, data, cells, right
 
@@ -127,13 +161,11 @@ class Reader:
             low, high = 0, len(cells)
             while low < high:
                 middle = (low + high) // 2
-                pos = cells[middle] + (4 if interior else 0)
-                row = _record(self._payload(data, pos, False))
-                if not isinstance(row[0], bytes):
-                    raise Unsupported("key is not text")
-                if row[0] == key:
-                    return row
-                if row[0] < key:
+                payload = self._payload(data, cells[middle] + (4 if interior else 0), False)
+                found = _text_key(payload)
+                if found == key:
+                    return _record(payload)
+                if found < key:
                     low = middle + 1
                 else:
                     high = middle
