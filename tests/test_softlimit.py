@@ -7,6 +7,8 @@ interpreter itself cannot start.
 """
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -35,6 +37,17 @@ def test_documented_limit_is_enough(launcher, gl_dir):
     assert result.stdout == b"E451 4.7.1 Greylisted, please try again later\n", result
 
 
+def interpreter_starts(limit):
+    """Whether the bare interpreter starts under this limit. (Below about
+    12 MB some CPythons fail at start-up, and 3.12.1 hangs there.)"""
+    try:
+        return subprocess.run(["softlimit", "-m", str(limit), sys.executable, "-I", "-S", "-c", "pass"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=10).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
 def test_below_the_limit_answers_cleanly(launcher, gl_dir):
     """Down in 1 MB steps: every run that got as far as qgrey exits 0 with at
     most one valid line and one log line, never a traceback."""
@@ -42,6 +55,8 @@ def test_below_the_limit_answers_cleanly(launcher, gl_dir):
     decision(launcher, gl_dir, DOCUMENTED, "known@example.net", GL_DELAY="0")
     failed_cleanly = 0
     for step, limit in enumerate(range(DOCUMENTED, 4000000, -1000000)):
+        if not interpreter_starts(limit):
+            break  # qgrey cannot run where Python itself cannot
         for recipient in ("known@example.net", "new%d@example.net" % step):
             result = decision(launcher, gl_dir, limit, recipient)
             if result.returncode != 0 and b"qgrey:" not in result.stderr:
