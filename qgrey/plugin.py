@@ -157,9 +157,7 @@ def outbound(environ, now, problems, reason):
         hashed = key_hasher(settings)
         key = keys.reply_key(recipient, sender, settings, hashed)
         store = open_store(settings)
-        entry = store.lookup(key)
-        if policy.record_reply(entry, now, settings) is not entry:
-            store.update(key, lambda entry: (None, policy.record_reply(entry, now, settings)))
+        store.change_many([key], lambda entries: (None, [policy.record_reply(entries[0], now, settings)]))
     except StoreError as err:
         return skip(reason, "reply not recorded: " + err.detail)
     except OSError as err:
@@ -227,10 +225,7 @@ def decide(environ, now, problems):
     store = None
     try:
         store = open_store(settings)
-        entries = store.lookup_many(wanted)
-        (action, reason, waited, note), new = change(entries)
-        if any(key is not None and n is not e for key, n, e in zip(wanted, new, entries)):
-            action, reason, waited, note = store.update_many(wanted, change)
+        action, reason, waited, note = store.change_many(wanted, change)
     except StoreError as err:
         return on_error(err, settings)
     finally:

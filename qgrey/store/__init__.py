@@ -213,6 +213,16 @@ class Store:
             self._close()
             self.lock.release()
 
+    def change_many(self, keys, change):
+        """update_many(keys, change), but decided first on a read under the
+        shared lock: a request that changes nothing (a known sender) never
+        takes the exclusive lock nor loads what writing needs."""
+        entries = self.lookup_many(keys)
+        result, new = change(entries)
+        if any(key is not None and n is not e for key, n, e in zip(keys, new, entries)):
+            result = self.update_many(keys, change)
+        return result
+
     def _renew(self):
         self.lock.deadline = time.monotonic() + self.lock_timeout
 
