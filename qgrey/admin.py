@@ -143,14 +143,7 @@ def add_line(path, line):
 
 
 def scan_all(store):
-    after = ""
-    while True:
-        rows = store.scan(after, BATCH)
-        for row in rows:
-            yield row
-        if len(rows) < BATCH:
-            return
-        after = rows[-1][0]
+    return store.entries(BATCH)
 
 
 # Subcommands
@@ -313,15 +306,19 @@ def cmd_load(args, settings, store, out):
     for _ in read_dump(stream):
         count += 1
     batch = []
+    written = 0
     stream = source()
     for item in read_dump(stream):
         batch.append(item)
         if len(batch) >= BATCH:
-            store.put_many(batch)
+            written += store.put_many(batch)
             batch = []
     if batch:
-        store.put_many(batch)
-    out.write("loaded %d entries\n" % count)
+        written += store.put_many(batch)
+    out.write("loaded %d entries" % count)
+    if written < count:  # a store with TTLs does not write what has expired
+        out.write(" (%d no longer needed by the rules, not written)" % (count - written))
+    out.write("\n")
     return 0
 
 

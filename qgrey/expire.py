@@ -118,6 +118,11 @@ def run(argv, environ, out):
         settings.lock_timeout = max(settings.lock_timeout, 600)
     started = time.monotonic()
     store = open_store(settings)
+    if store.expires_by_itself:
+        store.close()
+        out.write("nothing to remove: GL_STORE=%s expires entries by itself (each key "
+                  "carries the TTL the rules give it)\n" % settings.store)
+        return 0
     try:
         counts = expire(store, settings, int(time.time()))
         kept = counts.pop("kept")

@@ -156,8 +156,8 @@ def outbound(environ, now, problems, reason):
     try:
         hashed = key_hasher(settings)
         key = keys.reply_key(recipient, sender, settings, hashed)
-        store = open_store(settings)
-        store.change_many([key], lambda entries: (None, [policy.record_reply(entries[0], now, settings)]))
+        store = open_store(settings, fallback=True)
+        store.change_many([key], lambda entries, now: (None, [policy.record_reply(entries[0], now, settings)]), now)
     except StoreError as err:
         return skip(reason, "reply not recorded: " + err.detail)
     except OSError as err:
@@ -217,20 +217,22 @@ def decide(environ, now, problems):
     ]
     kind = keys.kind(triplet)
 
-    def change(entries):
+    def change(entries, now):
         action, reason, new, waited, note = policy.decide_request(
             entries, now, settings, kind, greytrap)
         return (action, reason, waited, note), new
 
     store = None
     try:
-        store = open_store(settings)
-        action, reason, waited, note = store.change_many(wanted, change)
+        store = open_store(settings, fallback=True)
+        action, reason, waited, note = store.change_many(wanted, change, now)
     except StoreError as err:
         return on_error(err, settings)
     finally:
         if store is not None:
             store.close()
+    if store.degraded:
+        note = "; ".join(filter(None, (note, store.degraded)))
     if action == policy.GREYLIST:
         return Decision(action, reason, b"E451 4.7.1 %s\n" % settings.message.encode(), waited, note)
     first_recipient = environ.get(b"SMTPRCPTCOUNT", b"0") == b"0"

@@ -66,6 +66,20 @@ def expired(entry, now, settings, kind=TRIPLET):
     return now - entry.last > settings.lifetime  # client, reply
 
 
+def expires_at(entry, settings, kind=TRIPLET):
+    """The first second at which expired(entry, ...) holds: a store that
+    removes entries by itself (a TTL) may drop the entry from then on."""
+    if kind == TRAP:
+        return entry.last + settings.trap_time
+    if kind in (CLIENT, REPLY):
+        return entry.last + settings.lifetime + 1
+    if not entry.passed:
+        return entry.first + settings.retry_window + 1
+    if kind == BOUNCE:
+        return entry.passed + settings.bounce_lifetime + 1
+    return entry.last + settings.lifetime + 1
+
+
 def required_delay(entry, settings):
     """GL_DELAY, longer for a triplet whose refused attempts came too fast.
 

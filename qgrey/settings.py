@@ -52,6 +52,68 @@ def choice(*allowed):
     return parse
 
 
+def positive_duration(text):
+    value = duration(text)
+    if value <= 0:
+        raise ValueError("must be more than 0")
+    return value
+
+
+def _ipv4(text):
+    parts = text.split(".")
+    return len(parts) == 4 and all(p.isdigit() and p.isascii() and len(p) <= 3
+                                   and int(p) <= 255 for p in parts)
+
+
+def _port(text):
+    if not (text.isdigit() and text.isascii() and 0 < int(text) < 65536):
+        raise ValueError("bad port %s" % sanitise(text))
+    return int(text)
+
+
+def _db(text):
+    if not (text.isdigit() and text.isascii() and int(text) < 100000):
+        raise ValueError("bad database number %s" % sanitise(text))
+    return int(text)
+
+
+def redis_servers(text):
+    """'unix:/path[?db=N]', 'IPv4:port[/N]', '[IPv6]:port[/N]', comma-separated
+    (tried in order) -> tuple of (family, address, db); family is 'unix',
+    'inet' or 'inet6'. IP addresses only: a DNS lookup could not be bounded."""
+    servers = []
+    for item in text.split(","):
+        item = item.strip()
+        if item.startswith("unix:"):
+            path, _, db = item[5:].partition("?db=")
+            if not path.startswith("/") or len(path) > 100 or not path.isprintable():
+                raise ValueError("unix: needs an absolute socket path (at most 100 characters)")
+            servers.append(("unix", path, _db(db) if db else 0))
+            continue
+        address, _, db = item.partition("/")
+        host, colon, port = address.rpartition(":")
+        if not colon:
+            raise ValueError("%s: want unix:/path, IPv4:port or [IPv6]:port" % sanitise(item))
+        if host.startswith("[") and host.endswith("]"):
+            from qgrey.keys import parse_ipv6
+            if parse_ipv6(host[1:-1].encode()) is None:
+                raise ValueError("%s is not an IPv6 address" % sanitise(host))
+            family, host = "inet6", host[1:-1]
+        elif _ipv4(host):
+            family = "inet"
+        else:
+            raise ValueError("%s: an IP address, not a host name (a DNS lookup "
+                             "could not be bounded in time)" % sanitise(host))
+        servers.append((family, (host, _port(port)), _db(db) if db else 0))
+    return tuple(servers)
+
+
+def prefix(text):
+    if len(text) > 64 or not all(" " < c <= "~" for c in text):
+        raise ValueError("must be at most 64 printable ASCII characters without spaces")
+    return text
+
+
 def message(text):
     if not text or len(text) > 400 or not all(" " <= c <= "~" for c in text):
         raise ValueError("must be 1 to 400 printable ASCII characters")
@@ -73,10 +135,19 @@ TABLE = (
      "1: key clients by network (IPv4 /24, IPv6 /64); 0: by exact address"),
     ("GL_LOCK_TIMEOUT", duration, "3",
      "longest wait for the database lock; then GL_ON_ERROR applies"),
-    ("GL_ON_ERROR", choice("accept", "defer"), "accept",
-     "what to answer when the database cannot be used: accept (mail flows) or defer (451)"),
-    ("GL_STORE", choice("sqlite", "dbm", "dbm.gnu", "dbm.ndbm", "dbm.sqlite3"), "sqlite",
-     "database kind: sqlite, or dbm (the first of dbm.gnu, dbm.ndbm, dbm.sqlite3 present)"),
+    ("GL_ON_ERROR", choice("accept", "defer", "local"), "accept",
+     "when the database cannot be used: accept (mail flows), defer (451), or local "
+     "(GL_STORE=redis: decide on the host's own SQLite store in GL_DIR)"),
+    ("GL_STORE", choice("sqlite", "dbm", "dbm.gnu", "dbm.ndbm", "dbm.sqlite3", "redis"), "sqlite",
+     "database kind: sqlite, dbm (the first of dbm.gnu, dbm.ndbm, dbm.sqlite3 present), "
+     "or redis (shared by several MX hosts)"),
+    ("GL_REDIS", redis_servers, "127.0.0.1:6379",
+     "GL_STORE=redis: the server, unix:/path[?db=N], IPv4:port[/N] or [IPv6]:port[/N]; "
+     "several, comma-separated, are tried in order until one accepts writes"),
+    ("GL_REDIS_PREFIX", prefix, "qgrey:",
+     "GL_STORE=redis: prefix of every key qgrey writes"),
+    ("GL_REDIS_TIMEOUT", positive_duration, "0.5",
+     "GL_STORE=redis: longest time a decision spends on Redis (connect, replies, retries)"),
     ("GL_MESSAGE", message, "Greylisted, please try again later",
      "text of the 451 reply, after '451 4.7.1 '"),
     ("GL_NORMALISE_SENDER", boolean, "1",

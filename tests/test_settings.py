@@ -32,7 +32,7 @@ def test_bad_values_are_reported_with_name_and_source(tmp_path):
     assert s.delay == 300 and s.on_error == "accept" and s.lifetime == 36 * 86400
     text = "\n".join(s.problems)
     assert "GL_DELAY=soon from environment: not a duration" in text
-    assert "GL_ON_ERROR=maybe from environment: not one of accept, defer; using accept" in text
+    assert "GL_ON_ERROR=maybe from environment: not one of accept, defer, local; using accept" in text
     assert "GL_LIFETIME=-1 from %s/config line 1" % tmp_path in text
     assert "line 2: unknown setting GL_NOPE" in text
     assert "line 3: not NAME=value" in text

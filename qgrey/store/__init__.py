@@ -1,12 +1,21 @@
 """Where entries live: one small interface over several database kinds.
 
-The one operation that changes data is update(key, change): under an
-exclusive flock on GL_DIR/lock it reads the entry, calls change(entry) ->
-(result, new entry), writes the new entry if it is another object, and
-commits before the lock is released. lookup(key) reads under a shared lock.
-Every lock is waited for until one deadline, fixed when the store is opened.
+Store is the interface. The one operation of a request is
+change_many(keys, change, now): it reads the entries of keys, calls
+change(entries, now) -> (result, new entries), and writes what changed,
+atomically against every other process (and, for a shared store, every
+other host). now is the caller's clock, or the store's own where the store
+is shared and has one (Redis): see RedisStore.
 
-Nothing here knows about the environment, stdout or the command line.
+FileStore is the kind that lives in GL_DIR: the one operation that changes
+data is update_many(keys, change): under an exclusive flock on GL_DIR/lock
+it reads the entries, calls change(entries) -> (result, new entries),
+writes each new entry that is another object, and commits before the lock
+is released. Lookups read under a shared lock. Every lock is waited for
+until one deadline, fixed when the store is opened.
+
+Nothing here knows about the environment, stdout, the command line or the
+rules.
 """
 import posix
 import time
@@ -129,10 +138,64 @@ def check_directory(path):
         raise StoreError("directory", "GL_DIR %s is writable by others; chmod o-w it" % path)
 
 
+def encode_entry(entry):
+    """The value of an entry in stores that keep text: b"first last passed tries"."""
+    return b"%d %d %d %d" % entry.fields()
+
+
+def decode_entry(value):
+    from qgrey.policy import Entry
+    fields = value.split()
+    if len(fields) != 4 or not all(f.isdigit() for f in fields):
+        raise StoreError("database", "malformed value %r" % bytes(value[:40]))
+    return Entry(*map(int, fields))
+
+
 class Store:
-    """Base class: kinds provide _open(write), _get(key), _put(key, entry),
+    """The interface every kind offers.
+
+    Kinds provide lookup_many, update_many and entries; change_many here is
+    a read and, only when something changes, an atomic update_many.
+    expires_by_itself: the kind removes entries on its own (TTL), so
+    qgrey-expire has nothing to do. degraded: set by a store that answered
+    from somewhere else than asked (GL_ON_ERROR=local), for the log.
+    """
+
+    expires_by_itself = False
+    degraded = None
+
+    def lookup(self, key):
+        """The stored entry of key, or None."""
+        return self.lookup_many([key])[0]
+
+    def update(self, key, change):
+        """Atomic read-modify-write: change(entry) -> (result, new entry).
+
+        new entry None deletes; the same object as given writes nothing.
+        """
+        def change_one(entries):
+            result, new = change(entries[0])
+            return result, [new]
+        return self.update_many([key], change_one)
+
+    def change_many(self, keys, change, now):
+        """The read-modify-write of one request: change(entries, now) ->
+        (result, new entries). Decided first on a plain read: a request that
+        changes nothing (a known sender) takes no write lock."""
+        entries = self.lookup_many(keys)
+        result, new = change(entries, now)
+        if any(key is not None and n is not e for key, n, e in zip(keys, new, entries)):
+            result = self.update_many(keys, lambda entries: change(entries, now))
+        return result
+
+    def close(self):
+        pass
+
+
+class FileStore(Store):
+    """Base class of the kinds in GL_DIR: kinds provide _open(write), _get(key), _put(key, entry),
     _delete(key), _commit(), _close(), _scan(after, limit), and may override
-    lookup().
+    lookup_many().
 
     The batch operations (scan, remove_if, put_many) are for the tools that
     sit beside the plugin: each call is one short hold of the lock, with a
@@ -157,16 +220,6 @@ class Store:
             self.checked = True
         self.lock.acquire(exclusive)
 
-    def lookup(self, key):
-        """The stored entry of key, or None."""
-        self._locked(False)
-        try:
-            self._open(False)
-            return self._get(key)
-        finally:
-            self._close()
-            self.lock.release()
-
     def lookup_many(self, keys):
         """The stored entries of keys, in one go; None for a key that is
         None (not wanted) or absent."""
@@ -177,16 +230,6 @@ class Store:
         finally:
             self._close()
             self.lock.release()
-
-    def update(self, key, change):
-        """Atomic read-modify-write: change(entry) -> (result, new entry).
-
-        new entry None deletes; the same object as given writes nothing.
-        """
-        def change_one(entries):
-            result, new = change(entries[0])
-            return result, [new]
-        return self.update_many([key], change_one)
 
     def update_many(self, keys, change):
         """update() of several keys in one transaction:
@@ -213,15 +256,16 @@ class Store:
             self._close()
             self.lock.release()
 
-    def change_many(self, keys, change):
-        """update_many(keys, change), but decided first on a read under the
-        shared lock: a request that changes nothing (a known sender) never
-        takes the exclusive lock nor loads what writing needs."""
-        entries = self.lookup_many(keys)
-        result, new = change(entries)
-        if any(key is not None and n is not e for key, n, e in zip(keys, new, entries)):
-            result = self.update_many(keys, change)
-        return result
+    def entries(self, batch=1000):
+        """Every (key, entry), in key order, batch by batch."""
+        after = ""
+        while True:
+            rows = self.scan(after, batch)
+            for row in rows:
+                yield row
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
 
     def _renew(self):
         self.lock.deadline = time.monotonic() + self.lock_timeout
@@ -269,7 +313,8 @@ class Store:
             self.lock.release()
 
     def put_many(self, items):
-        """Write [(key, entry)] in one hold of the lock and one commit."""
+        """Write [(key, entry)] in one hold of the lock and one commit.
+        -> how many were written (all)."""
         self._renew()
         self._locked(True)
         try:
@@ -278,6 +323,7 @@ class Store:
             for key, entry in items:
                 self._put(key, entry)
             self._commit()
+            return len(items)
         finally:
             self._close()
             self.lock.release()
@@ -306,11 +352,48 @@ class Store:
         self.lock.close()
 
 
-def open_store(settings, deadline=None):
-    """The store GL_STORE names, in GL_DIR; kinds are imported only here."""
+class FallbackStore(Store):
+    """GL_ON_ERROR=local: a request the shared store cannot serve is decided
+    on the host's own store instead (opened only then)."""
+
+    def __init__(self, shared, open_local):
+        self.shared, self.open_local, self.local = shared, open_local, None
+
+    def change_many(self, keys, change, now):
+        try:
+            return self.shared.change_many(keys, change, now)
+        except StoreError as err:
+            self.degraded = "%s (%s); decided on the local store" % (err.detail, err.reason)
+        self.local = self.open_local()
+        return self.local.change_many(keys, change, now)
+
+    def close(self):
+        self.shared.close()
+        if self.local is not None:
+            self.local.close()
+
+
+def local_store(settings, deadline=None):
+    """The store kept in GL_DIR that GL_STORE names (sqlite for redis)."""
     kind = settings.store
-    if kind == "sqlite":
+    if kind in ("sqlite", "redis"):
         from qgrey.store.sqlite import SqliteStore
         return SqliteStore(settings.dir, settings.lock_timeout, deadline)
     from qgrey.store.dbm import DbmStore
     return DbmStore(settings.dir, settings.lock_timeout, deadline, kind)
+
+
+def open_store(settings, deadline=None, fallback=False):
+    """The store GL_STORE names; kinds are imported only here. fallback:
+    honour GL_ON_ERROR=local (the plugin does; the tools do not)."""
+    if settings.store != "redis":
+        return local_store(settings, deadline)
+    from qgrey import keys, policy
+    from qgrey.store.redis import RedisStore
+
+    def expiry(key, entry):
+        return policy.expires_at(entry, settings, keys.kind(key))
+    store = RedisStore(settings, expiry, deadline)
+    if fallback and settings.on_error == "local":
+        return FallbackStore(store, lambda: local_store(settings))
+    return store

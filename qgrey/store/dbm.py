@@ -4,8 +4,7 @@ Value of a key: b"first last passed tries". dbm.dumb is refused: a writer
 killed mid-update loses most of its keys, and each call costs time in
 proportion to the number of keys.
 """
-from qgrey.policy import Entry
-from qgrey.store import Store, StoreError, os_error, sqlite_reason
+from qgrey.store import FileStore, StoreError, decode_entry, encode_entry, os_error, sqlite_reason
 
 PREFERENCE = ("dbm.gnu", "dbm.ndbm", "dbm.sqlite3")
 FILE_NAMES = {"dbm.gnu": "qgrey.gdbm", "dbm.ndbm": "qgrey.ndbm", "dbm.sqlite3": "qgrey.dbm-sqlite3"}
@@ -24,18 +23,7 @@ def module(kind):
                      "safe enough); use GL_STORE=sqlite" % (kind, wanted))
 
 
-def encode(entry):
-    return b"%d %d %d %d" % entry.fields()
-
-
-def decode(value):
-    fields = value.split()
-    if len(fields) != 4:
-        raise StoreError("database", "malformed value %r" % value[:40])
-    return Entry(*map(int, fields))
-
-
-class DbmStore(Store):
+class DbmStore(FileStore):
     def __init__(self, directory, lock_timeout, deadline, kind):
         self.kind, self.module = module(kind)
         self.file_name = FILE_NAMES[self.kind]
@@ -43,7 +31,7 @@ class DbmStore(Store):
         if self.kind == "dbm.sqlite3":  # some of its calls let sqlite3.Error through
             import sqlite3
             self.errors += (sqlite3.Error,)
-        Store.__init__(self, directory, lock_timeout, deadline)
+        FileStore.__init__(self, directory, lock_timeout, deadline)
         self.db = None
         self.snapshot = None
 
@@ -72,10 +60,10 @@ class DbmStore(Store):
 
     def _get(self, key):
         value = self._call(self.db.get, key.encode())
-        return None if value is None else decode(value)
+        return None if value is None else decode_entry(value)
 
     def _put(self, key, entry):
-        self._call(self.db.__setitem__, key.encode(), encode(entry))
+        self._call(self.db.__setitem__, key.encode(), encode_entry(entry))
 
     def _delete(self, key):
         if self._call(self.db.get, key.encode()) is not None:
@@ -110,7 +98,7 @@ class DbmStore(Store):
                 break
             value = self._call(self.db.get, raw)
             if value is not None:
-                rows.append((raw.decode("ascii", "surrogateescape"), decode(value)))
+                rows.append((raw.decode("ascii", "surrogateescape"), decode_entry(value)))
         return rows
 
     def _integrity(self):
@@ -119,7 +107,7 @@ class DbmStore(Store):
             value = self._call(self.db.get, raw)
             try:
                 raw.decode("ascii")
-                decode(value if value is not None else b"")
+                decode_entry(value if value is not None else b"")
             except (UnicodeDecodeError, StoreError, ValueError):
                 problems.append("bad entry %r: %r" % (raw[:60], (value or b"")[:40]))
                 if len(problems) >= 20:

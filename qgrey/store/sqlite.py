@@ -8,7 +8,7 @@ back to SQLite when that reader declines.
 import posix
 
 from qgrey.policy import Entry
-from qgrey.store import Store, StoreError, os_error, sqlite_reason
+from qgrey.store import FileStore, StoreError, os_error, sqlite_reason
 
 sqlite3 = None  # loaded by _open: a lookup of a known triplet does without it
 
@@ -57,15 +57,12 @@ SCHEMA = (
 )
 
 
-class SqliteStore(Store):
+class SqliteStore(FileStore):
     file_name = "qgrey.sqlite"
 
     def __init__(self, directory, lock_timeout, deadline=None):
-        Store.__init__(self, directory, lock_timeout, deadline)
+        FileStore.__init__(self, directory, lock_timeout, deadline)
         self.db = None
-
-    def lookup(self, key):
-        return self.lookup_many([key])[0]
 
     def lookup_many(self, keys):
         from qgrey.store import sqlitefile
