@@ -9,11 +9,14 @@ import sys
 from qgrey.store import LOCK_NAME, StoreError, check_directory, open_store
 
 
-def problems_as_current_user(settings):
+def problems_as_current_user(settings, notes):
     found = []
     for problem in settings.problems:
         found.append("setting: %s" % problem)
     user = _user_name(os.getuid())
+    if settings.store == "redis":
+        from qgrey.store import redis
+        return found + redis_problems(settings, notes, redis)
     try:
         check_directory(settings.dir)
     except StoreError as err:
@@ -59,6 +62,107 @@ def problems_as_current_user(settings):
     return found
 
 
+# A sample of keys whose TTLs are checked.
+TTL_SAMPLE = 1000
+CLOCK_SKEW = 60
+
+
+def redis_problems(settings, notes, redis):
+    """Each server in GL_REDIS: reachable, authenticated, its role; the
+    first primary: the commands the plugin sends, TTLs on a sample of keys,
+    eviction, clock. Warnings go to notes."""
+    found, failed = [], []
+    primary = None
+    for server in settings.redis:
+        store = redis.RedisStore(settings, None)
+        store.servers = (server,)
+        name = redis.Connection.describe(server)
+        try:
+            info = store.call(b"INFO", b"replication").decode("ascii", "replace")
+        except StoreError as err:
+            failed.append("%s; fix: %s" % (err.detail, REDIS_FIXES.get(err.reason, "see the Redis log")))
+            continue
+        role = _info_field(info, "role") or "unknown"
+        notes.append("Redis %s answers: role %s" % (name, role))
+        if role == "master" and primary is None:
+            primary = store
+        else:
+            store.close()
+    if primary is None:
+        return failed or ["no server in GL_REDIS is a primary: decisions that write fail "
+                          "with READONLY; fix: list the primary in GL_REDIS"]
+    # A primary serves: a server listed for failover that is down is worth a warning.
+    notes.extend("warning: " + problem for problem in failed)
+    try:
+        found.extend(_redis_primary(primary, settings, notes))
+    except StoreError as err:
+        found.append("%s; fix: %s" % (err.detail, REDIS_FIXES.get(err.reason, "see the Redis log")))
+    finally:
+        primary.close()
+    return found
+
+
+REDIS_FIXES = {
+    "unreachable": "start Redis, or correct GL_REDIS",
+    "timeout": "Redis is stalled or too far away; raise GL_REDIS_TIMEOUT only if it is slow",
+    "auth": "put the right password (or user, then password) in GL_DIR/redis-auth, mode 600, "
+            "and grant the user the commands the README lists",
+    "readonly": "list the primary in GL_REDIS",
+    "loading": "wait until Redis has loaded its data",
+}
+
+
+def _redis_primary(store, settings, notes):
+    import time
+    from qgrey.store.redis import command
+    found = []
+    # The commands of a decision that writes, on a key of its own.
+    probe = store.prefix + b"check"
+    replies = store._pipeline([command(b"WATCH", probe), command(b"MGET", probe), command(b"TIME"),
+                               command(b"MULTI"), command(b"SET", probe, b"0 0 0 0", b"EX", 60),
+                               command(b"DEL", probe), command(b"EXEC")])
+    for reply in replies:
+        redis_check(reply, store)
+    offset = int(replies[2][0]) - time.time()
+    if abs(offset) > CLOCK_SKEW:
+        notes.append("warning: this host's clock is %+d s off the Redis server's; decisions use "
+                     "the server's clock, but headers, logs and qgrey-admin ages use this one; "
+                     "fix: run NTP here" % -offset)
+    memory = store.call(b"INFO", b"memory").decode("ascii", "replace")
+    policy = _info_field(memory, "maxmemory_policy")
+    if _info_field(memory, "maxmemory") not in (None, "0") and policy != "noeviction":
+        notes.append("warning: maxmemory-policy %s lets Redis evict keys when full: passed "
+                     "triplets would be forgotten and their mail greylisted again; fix: "
+                     "maxmemory-policy noeviction (new triplets then get GL_ON_ERROR, known "
+                     "ones still pass)" % policy)
+    without, sampled = 0, 0
+    for key, _ in store.entries(TTL_SAMPLE):
+        sampled += 1
+        if store.call(b"TTL", store.prefix + key.encode()) == -1:
+            without += 1
+        if sampled >= TTL_SAMPLE:
+            break
+    if without:
+        found.append("%d of %d keys sampled under %s have no TTL and would never expire; "
+                     "fix: qgrey-admin dump then load them again" % (
+                         without, sampled, settings.redis_prefix))
+    notes.append("Redis: %d keys sampled, all with a TTL" % sampled if not without else
+                 "Redis: %d keys sampled" % sampled)
+    return found
+
+
+def redis_check(reply, store):
+    from qgrey.store.redis import check
+    return check(reply, store.conn)
+
+
+def _info_field(info, name):
+    for line in info.splitlines():
+        if line.startswith(name + ":"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
 def _user_name(uid):
     import pwd
     try:
@@ -67,7 +171,9 @@ def _user_name(uid):
         return str(uid)
 
 
-def report(found, settings, out):
+def report(found, notes, settings, out):
+    for note in notes:
+        out.write("%s\n" % note)
     for problem in found:
         out.write("problem: %s\n" % problem)
     if found:
@@ -80,7 +186,8 @@ def report(found, settings, out):
 
 def run(settings, user, out):
     if user is None:
-        return report(problems_as_current_user(settings), settings, out)
+        notes = []
+        return report(problems_as_current_user(settings, notes), notes, settings, out)
     import pwd
     try:
         entry = pwd.getpwnam(user)
@@ -91,7 +198,7 @@ def run(settings, user, out):
     # to read this Python's library directory.
     import fcntl  # noqa: F401
     import _signal  # noqa: F401
-    from qgrey.store import sqlite
+    from qgrey.store import redis, sqlite  # noqa: F401
     sqlite._load_sqlite()
     if settings.store != "sqlite":
         from qgrey.store import dbm
@@ -108,7 +215,8 @@ def run(settings, user, out):
             os.setgroups(os.getgrouplist(entry.pw_name, entry.pw_gid))
             os.setgid(entry.pw_gid)
             os.setuid(entry.pw_uid)
-            status = report(problems_as_current_user(settings), settings, out)
+            notes = []
+            status = report(problems_as_current_user(settings, notes), notes, settings, out)
             out.flush()
         except OSError as err:
             sys.stderr.write("qgrey-admin: fatal: cannot become %s: %s\n" % (user, err.strerror))

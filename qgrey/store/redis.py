@@ -69,9 +69,16 @@ def command(*args):
 class Connection:
     """One connection to one server; every wait ends at self.deadline."""
 
+    @staticmethod
+    def describe(server):
+        family, address, _ = server
+        if family == "unix":
+            return "unix:" + address
+        return ("[%s]:%d" if family == "inet6" else "%s:%d") % address
+
     def __init__(self, server, deadline, connect_deadline):
         family, address, _ = server
-        self.name = "unix:" + address if family == "unix" else "%s:%d" % address
+        self.name = self.describe(server)
         self.deadline = deadline
         self.buf = bytearray()
         self.pos = 0
