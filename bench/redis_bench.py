@@ -185,6 +185,24 @@ def memory_per_entry(server, count):
     return added, used / added, key_bytes / count
 
 
+def back_to_back(server, env_of_run, seconds):
+    """qgrey.plugin.decide in this process, one decision after the other
+    for seconds: the plugin's requests (a new connection each) without its
+    process start, so that the server, not the start-up, sets the pace.
+    -> (decisions, server CPU seconds)."""
+    from qgrey.plugin import decide
+    done = 0
+    cpu = server.cpu()
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        environ = {k.encode(): v.encode() for k, v in env_of_run().items()}
+        decision = decide(environ, int(time.time()), [])
+        if decision.action == "error":
+            raise SystemExit("bench: decision failed: %s" % decision.detail)
+        done += 1
+    return done, server.cpu() - cpu
+
+
 def probe(python, package_parent, env):
     """One decision in a child that counts the store's round trips
     -> (action, reason, round trips, SQLite modules loaded or "-")."""

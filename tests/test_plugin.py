@@ -248,6 +248,25 @@ def test_lock_held_elsewhere_times_out_within_the_deadline(run, gl_dir, on_error
         elapsed = time.monotonic() - start
     finally:
         os.close(fd)
+    # The read takes no flock: the new triplet is refused as the read says.
+    assert (result.returncode, result.stdout) == (0, GREYLISTED)
+    assert result.stderr.endswith(b" (lock-timeout)\n") and b"detail=not recorded: " in result.stderr
+    assert 0.5 <= elapsed < 3
+
+
+@pytest.mark.parametrize("on_error", ["accept", "defer"])
+def test_nothing_read_while_a_writer_holds_sqlite_exclusive(run, gl_dir, on_error):
+    run()
+    import sqlite3
+    other = sqlite3.connect(os.path.join(gl_dir, "qgrey.sqlite"), isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # as a foreign writer committing holds it
+    try:
+        start = time.monotonic()
+        result = run(GL_LOCK_TIMEOUT="0.5", GL_ON_ERROR=on_error)
+        elapsed = time.monotonic() - start
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
     failure(result, b"lock-timeout", on_error)
     assert 0.5 <= elapsed < 3
 

@@ -16,6 +16,8 @@ No real Redis is needed.
 import os
 import re
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -502,6 +504,8 @@ class FakeRedis:
                     actions = self.script(cmd) if self.script else None
                     if actions is None:
                         actions = [self.answer(cmd, state)]
+                    elif cmd[0].upper() in (b"EXEC", b"DISCARD"):
+                        state["multi"] = None  # a scripted answer ends the transaction too
                     for action in actions:
                         if callable(action):
                             action = action(cmd)
@@ -515,6 +519,9 @@ class FakeRedis:
                         if state["multi"] is not None and action.startswith(b"-"):
                             state["aborted"] = True  # a queueing error: EXEC aborts
                         out += action
+                        if len(out) >= 65536:  # big answers are streamed
+                            conn.sendall(out)
+                            out = b""
                 conn.sendall(out)
         except OSError:
             pass
@@ -599,11 +606,11 @@ def fake(sock_path):
         server.close()
 
 
-def redis_run(run, sock_path, on_error="accept", **extra):
+def redis_run(run, sock_path, on_error="accept", timeout=30, **extra):
     """The plugin with GL_STORE=redis at sock_path -> (result, seconds)."""
     started = time.monotonic()
     result = run(GL_STORE="redis", GL_REDIS="unix:" + sock_path, GL_ON_ERROR=on_error,
-                 GL_REDIS_TIMEOUT=str(TIMEOUT), timeout=30, **extra)
+                 GL_REDIS_TIMEOUT=str(TIMEOUT), timeout=timeout, **extra)
     return result, time.monotonic() - started
 
 
@@ -796,6 +803,91 @@ def test_wrongpass_on_auth(run, fake, sock_path, gl_dir):
     assert server.batches[0][0] == [b"AUTH", b"not-the-password"]
 
 
+def test_exec_conflict_is_decided_again(run, fake, sock_path):
+    """EXEC null (a watched key changed): read and decide again, once more."""
+    execs = []
+
+    def script(cmd):
+        if cmd[0] == b"EXEC" and not execs:
+            execs.append(cmd)
+            return [b"*-1\r\n"]
+        return None
+    server = fake(script)
+    result, _ = redis_run(run, sock_path, "defer")
+    check(result, reply=GREYLISTED, action="greylist", reason="new")
+    assert [[c[0] for c in batch] for batch in server.batches] == [
+        [b"WATCH", b"MGET", b"TIME"], [b"MULTI", b"SET", b"EXEC"]] * 2
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize("on_error", ON_ERROR)
+def test_exec_conflict_forever(run, fake, sock_path, on_error):
+    """Every EXEC aborted: retried until GL_REDIS_TIMEOUT, then given up."""
+    server = fake(on(b"EXEC", b"*-1\r\n"))
+    result, elapsed = redis_run(run, sock_path, on_error)
+    assert TIMEOUT <= elapsed < TIMEOUT + SLACK, elapsed
+    assert len(server.batches) > 2
+    if on_error == "local":
+        line = check(result, reply=GREYLISTED, action="greylist", reason="new")
+        assert re.search(rb"\((conflict|timeout)\); decided on the local store\n$", line), line
+    else:
+        line = check(result, reply=DEFER_ON_ERROR if on_error == "defer" else b"",
+                     action="error")
+        assert re.search(rb" reason=(conflict|timeout) ", line), line
+
+
+SOFTLIMIT = 32000000  # README: qmail-smtpd under softlimit -m 32000000
+LIMITED = """
+import os, resource, sys
+for name in ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_MEMLOCK"):
+    which = getattr(resource, name)
+    soft, hard = resource.getrlimit(which)
+    limit = int(sys.argv[1]) if hard == resource.RLIM_INFINITY else min(int(sys.argv[1]), hard)
+    resource.setrlimit(which, (limit, hard))
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def under_softlimit(command):
+    """command under the limits softlimit -m sets (address space, data,
+    stack, locked memory), as qmail-smtpd's run script would start it."""
+    return [sys.executable, "-I", "-S", "-c", LIMITED, str(SOFTLIMIT), command]
+
+
+@pytest.mark.parametrize("on_error", ["defer", "local"])
+def test_oversized_reply_under_the_documented_softlimit(run, launcher, fake, sock_path,
+                                                        on_error):
+    """MGET of three keys answered with an array of 2**20 bulk strings of
+    1 MiB each (each within MAX_ARRAY and MAX_BULK), streamed as fast as
+    the plugin reads: far beyond any Redis answer to qgrey. Under the
+    documented softlimit the plugin must still answer as GL_ON_ERROR says,
+    not run out of memory (reason=internal, which accepts)."""
+    chunk = b"$1048576\r\n" + b"x" * 1048576 + b"\r\n"
+    fake(on(b"MGET", b"*1048576\r\n", *[chunk] * 300))
+    command = under_softlimit(launcher)
+    started = time.monotonic()
+    result = run(command=command, GL_STORE="redis", GL_REDIS="unix:" + sock_path,
+                 GL_ON_ERROR=on_error, GL_REDIS_TIMEOUT=str(TIMEOUT), timeout=30)
+    elapsed = time.monotonic() - started
+    assert elapsed < TIMEOUT + SLACK + 1, elapsed
+    if on_error == "local":
+        line = check(result, reply=GREYLISTED, action="greylist", reason="new")
+        assert b"decided on the local store" in line
+    else:
+        line = check(result, reply=DEFER_ON_ERROR, action="error")
+        assert re.search(rb" reason=(protocol|timeout) ", line), line
+
+
+def test_softlimit_baseline(run, launcher, fake, sock_path):
+    """The documented softlimit is enough for a decision on a well-behaved
+    Redis: what the test above sees is the reply, not the limit."""
+    fake()
+    result = run(command=under_softlimit(launcher), GL_STORE="redis",
+                 GL_REDIS="unix:" + sock_path, GL_ON_ERROR="defer",
+                 GL_REDIS_TIMEOUT=str(TIMEOUT))
+    check(result, reply=GREYLISTED, action="greylist", reason="new")
+
+
 @pytest.mark.parametrize("on_error", ON_ERROR)
 def test_timeout_is_gl_redis_timeout(run, fake, sock_path, on_error):
     """A longer GL_REDIS_TIMEOUT is waited for, and no longer."""
@@ -889,6 +981,29 @@ def test_auth_file_symlink_is_refused(run, fake, sock_path, gl_dir, tmp_path):
     server = fake()
     result, _ = redis_run(run, sock_path, "defer")
     check(result, reply=DEFER_ON_ERROR, action="error", reason="auth")
+    assert server.connections == 0
+
+
+@pytest.mark.parametrize("on_error", ["defer", "local"])
+def test_auth_file_fifo_does_not_stall(run, fake, sock_path, gl_dir, on_error):
+    """GL_DIR/redis-auth a FIFO with no writer: refused as not a regular
+    file, within GL_REDIS_TIMEOUT; opening it must not wait for a writer."""
+    os.mkfifo(os.path.join(gl_dir, "redis-auth"), 0o600)
+    server = fake()
+    try:
+        result, elapsed = redis_run(run, sock_path, on_error, timeout=TIMEOUT + SLACK + 1)
+    except subprocess.TimeoutExpired:
+        result = None
+    if result is None:
+        pytest.fail("the plugin blocked opening the FIFO GL_DIR/redis-auth "
+                    "(killed after %.1f s)" % (TIMEOUT + SLACK + 1), pytrace=False)
+    assert elapsed < TIMEOUT + SLACK, elapsed
+    if on_error == "local":
+        line = check(result, reply=GREYLISTED, action="greylist", reason="new")
+        assert b"(auth); decided on the local store" in line
+    else:
+        line = check(result, reply=DEFER_ON_ERROR, action="error", reason="auth")
+    assert b"not a regular file" in line
     assert server.connections == 0
 
 

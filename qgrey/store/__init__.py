@@ -32,6 +32,10 @@ class StoreError(Exception):
         self.detail = detail
 
 
+# Reasons that mean "others were writing": a decision read before stands.
+CONTENTION = ("lock-timeout", "conflict")
+
+
 def os_error(what, err):
     reason = "disk-full" if err.errno in (28, 122) else "io"  # ENOSPC, EDQUOT
     return StoreError(reason, "%s: %s" % (what, err.strerror or err))
@@ -181,11 +185,20 @@ class Store:
     def change_many(self, keys, change, now):
         """The read-modify-write of one request: change(entries, now) ->
         (result, new entries). Decided first on a plain read: a request that
-        changes nothing (a known sender) takes no write lock."""
+        changes nothing (a known sender) takes no write lock.
+
+        When the write cannot be done in time for contention (a wave of
+        deliveries), the result decided on the read stands (a new or waiting
+        triplet is still refused) and degraded says it was not recorded."""
         entries = self.lookup_many(keys)
         result, new = change(entries, now)
         if any(key is not None and n is not e for key, n, e in zip(keys, new, entries)):
-            result = self.update_many(keys, lambda entries: change(entries, now))
+            try:
+                result = self.update_many(keys, lambda entries: change(entries, now))
+            except StoreError as err:
+                if err.reason not in CONTENTION:
+                    raise
+                self.degraded = "not recorded: %s (%s)" % (err.detail, err.reason)
         return result
 
     def close(self):
@@ -235,6 +248,7 @@ class FileStore(Store):
         """update() of several keys in one transaction:
         change(list of entries) -> (result, list of new entries).
         A key that is None is not read (its entry is None) nor written."""
+        self._prepare()
         self._locked(True)
         try:
             self._open(True)
@@ -327,6 +341,10 @@ class FileStore(Store):
         finally:
             self._close()
             self.lock.release()
+
+    def _prepare(self):
+        """Load what writing needs before the exclusive lock is taken: in a
+        wave of deliveries every millisecond held is waited for by all."""
 
     def _ensure(self):
         """Create what a first write needs (kinds that need it override)."""

@@ -8,7 +8,7 @@ back to SQLite when that reader declines.
 import posix
 
 from qgrey.policy import Entry
-from qgrey.store import FileStore, StoreError, os_error, sqlite_reason
+from qgrey.store import FileStore, StoreError, check_directory, os_error, sqlite_reason
 
 sqlite3 = None  # loaded by _open: a lookup of a known triplet does without it
 
@@ -65,27 +65,33 @@ class SqliteStore(FileStore):
         self.db = None
 
     def lookup_many(self, keys):
+        """Reads take SQLite's own shared lock, not qgrey's flock: a read
+        waits only while a writer commits, never for a queue of writers."""
         from qgrey.store import sqlitefile
-        self._locked(False)
+        if not self.checked:
+            check_directory(self.dir)
+            self.checked = True
         try:
-            try:
-                rows = sqlitefile.lookup_many(self.path, TABLE.encode(),
-                                              [None if k is None else k.encode() for k in keys])
-                return [None if row is None else Entry(*row[1:5]) for row in rows]
-            except FileNotFoundError:
+            rows = sqlitefile.lookup_many(self.path, TABLE.encode(),
+                                          [None if k is None else k.encode() for k in keys],
+                                          self.lock.deadline)
+            return [None if row is None else Entry(*row[1:5]) for row in rows]
+        except FileNotFoundError:
+            return [None] * len(keys)
+        except sqlitefile.Busy:
+            raise StoreError("lock-timeout", "%s: a writer held SQLite's lock until the "
+                             "deadline" % self.path)
+        except (sqlitefile.Unsupported, OSError):
+            pass
+        try:
+            self._open(False)
+            return [None if key is None else self._get(key) for key in keys]
+        except StoreError as err:
+            if "no such table" in err.detail:
                 return [None] * len(keys)
-            except (sqlitefile.Unsupported, OSError):
-                pass
-            try:
-                self._open(False)
-                return [None if key is None else self._get(key) for key in keys]
-            except StoreError as err:
-                if "no such table" in err.detail:
-                    return [None] * len(keys)
-                raise
+            raise
         finally:
             self._close()
-            self.lock.release()
 
     def _sql(self, statement, args=()):
         try:
@@ -95,6 +101,9 @@ class SqliteStore(FileStore):
 
     def _error(self, err):
         return StoreError(sqlite_reason(str(err)), "%s: %s" % (self.path, err))
+
+    def _prepare(self):
+        _load_sqlite()
 
     def _open(self, write):
         import time

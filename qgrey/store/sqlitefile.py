@@ -4,16 +4,67 @@ Loading the SQLite library costs about half a Python start-up; a known
 sender needs only one read. This reads the documented file format
 (https://www.sqlite.org/fileformat2.html) for the one shape qgrey writes: a
 rollback-journal database, UTF-8, and a WITHOUT ROWID table whose first
-column is the TEXT key. The caller holds the shared flock, so no qgrey
-writer is half-way through a commit. Anything else (a hot journal left by
-a killed writer, WAL mode, overflow pages, an odd page) raises Unsupported,
-and the caller asks SQLite itself.
+column is the TEXT key.
+
+It takes SQLite's own SHARED lock, as SQLite's unix VFS does (POSIX
+advisory locks on the lock bytes at 1 GiB; https://www.sqlite.org/lockingv3.html),
+so no writer, qgrey's or any other process's, can be writing pages into
+the file while it reads, and it reads while a qgrey writer prepares its
+transaction (RESERVED), as SQLite readers do. A journal beside the file
+with no writer holding RESERVED is hot (a writer died mid-commit): only
+SQLite may read, and roll it back, then. Anything else it does not know
+(WAL mode, overflow pages, an odd page) raises Unsupported, and the caller
+asks SQLite itself.
 """
 import posix
+import time
+
+# The lock bytes of SQLite's unix VFS (os_unix.c): PENDING, RESERVED, SHARED range.
+PENDING_BYTE = 0x40000000
+RESERVED_BYTE = PENDING_BYTE + 1
+SHARED_FIRST = PENDING_BYTE + 2
+SHARED_SIZE = 510
+# While a writer commits (PENDING, then EXCLUSIVE), a reader waits this
+# long between attempts, as SQLite's busy handler does.
+BUSY_PAUSE = 0.001
 
 
 class Unsupported(Exception):
     pass
+
+
+class Busy(Exception):
+    """SQLite's SHARED lock was not obtained by the deadline."""
+
+
+def _shared_lock(fd, deadline):
+    """SQLite's SHARED lock on fd (released when fd is closed)."""
+    import fcntl
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, PENDING_BYTE)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, SHARED_SIZE, SHARED_FIRST)
+                return
+            finally:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, PENDING_BYTE)
+        except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: a writer commits
+            pass
+        if time.monotonic() >= deadline:
+            raise Busy()
+        time.sleep(BUSY_PAUSE)
+
+
+def _reserved(fd):
+    """Whether another process holds SQLite's RESERVED lock (a writer is in
+    a transaction), asked without taking any lock (F_GETLK)."""
+    import fcntl
+    import _struct
+    if posix.uname().sysname != "Linux":
+        return False  # struct flock differs elsewhere: treat the journal as hot
+    query = _struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, RESERVED_BYTE, 1, 0)
+    answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+    return _struct.unpack("hhqqi4x", answer)[0] != fcntl.F_UNLCK
 
 
 def _varint(buf, pos):
@@ -79,17 +130,16 @@ class _Cells:
 
 
 class Reader:
-    def __init__(self, path):
-        # A journal with content beside the file means a writer died
-        # mid-commit: only SQLite may read (and roll back) now.
-        for suffix in ("-journal", "-wal"):
-            try:
-                if posix.stat(path + suffix).st_size:
-                    raise Unsupported("journal present")
-            except FileNotFoundError:
-                pass
+    def __init__(self, path, deadline):
         self.fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
         try:
+            _shared_lock(self.fd, deadline)
+            for suffix, hot in (("-journal", lambda: not _reserved(self.fd)), ("-wal", bool)):
+                try:
+                    if posix.stat(path + suffix).st_size and hot():
+                        raise Unsupported("journal present")
+                except FileNotFoundError:
+                    pass
             header = posix.pread(self.fd, 100, 0)
             if len(header) < 100 or header[:16] != b"SQLite format 3\0":
                 raise Unsupported("not a database")
@@ -178,14 +228,15 @@ class Reader:
         raise Unsupported("tree too deep")
 
 
-def lookup(path, table, key):
-    """-> the row (list) of key in table, or None. Raises Unsupported, OSError."""
-    return lookup_many(path, table, [key])[0]
+def lookup(path, table, key, deadline=None):
+    """-> the row (list) of key in table, or None. Raises Unsupported, Busy, OSError."""
+    return lookup_many(path, table, [key], deadline)[0]
 
 
-def lookup_many(path, table, keys):
-    """-> the row (or None) of each key (None: not wanted) in one reading."""
-    reader = Reader(path)
+def lookup_many(path, table, keys, deadline=None):
+    """-> the row (or None) of each key (None: not wanted) in one reading;
+    SQLite's SHARED lock is waited for until deadline (monotonic)."""
+    reader = Reader(path, time.monotonic() + 3 if deadline is None else deadline)
     try:
         root = reader.root_page(table)
         return [None if root is None or key is None else reader.find(root, key) for key in keys]
