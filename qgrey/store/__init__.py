@@ -32,8 +32,8 @@ class StoreError(Exception):
         self.detail = detail
 
 
-# Reasons that mean "others were writing": a decision read before stands.
-CONTENTION = ("lock-timeout", "conflict")
+# The reason that means "others were writing": a decision read before stands.
+CONTENTION = ("lock-timeout",)
 
 
 def os_error(what, err):

@@ -362,8 +362,10 @@ class RedisStore(Store):
                     check(reply, self.conn)
                 return result
             if time.monotonic() >= self.deadline:
-                raise StoreError("conflict", "Redis %s: the entries kept changing under "
-                                 "this decision until the deadline" % self.conn.name)
+                # As for a lock not obtained: the answer the read implies stands.
+                self.degraded = ("not recorded: Redis %s: the entries kept changing under "
+                                 "this decision until the deadline (conflict)" % self.conn.name)
+                return result
 
     def change_many(self, keys, change, now=None):
         """The clock is the server's: now is ignored."""
