@@ -6,7 +6,7 @@ import os
 import stat
 import sys
 
-from qgrey.store import LOCK_NAME, StoreError, check_directory, open_store
+from qgrey.store import LOCK_NAME, QUEUE_NAME, StoreError, check_directory, open_store
 
 
 def problems_as_current_user(settings, notes):
@@ -36,7 +36,7 @@ def problems_as_current_user(settings, notes):
         return found + [err.detail]
     try:
         lock = settings.dir + "/" + LOCK_NAME
-        paths = [lock, store.path, store.path + "-journal"]
+        paths = [lock, settings.dir + "/" + QUEUE_NAME, store.path, store.path + "-journal"]
         for path in paths:
             try:
                 st = os.lstat(path)

@@ -21,6 +21,10 @@ import posix
 import time
 
 LOCK_NAME = "lock"
+# Writers queue on this file first, so that at most one of them waits on
+# LOCK_NAME at a time: readers of a dbm store (shared flock on LOCK_NAME)
+# then wait for one writer at most, never for a queue of them.
+QUEUE_NAME = "lock.queue"
 
 
 class StoreError(Exception):
@@ -224,6 +228,7 @@ class FileStore(Store):
         if deadline is None:
             deadline = time.monotonic() + lock_timeout
         self.lock = Lock(directory + "/" + LOCK_NAME, deadline)
+        self.queue = Lock(directory + "/" + QUEUE_NAME, deadline)
         self.lock_timeout = lock_timeout
         self.checked = False
 
@@ -231,7 +236,20 @@ class FileStore(Store):
         if not self.checked:
             check_directory(self.dir)
             self.checked = True
-        self.lock.acquire(exclusive)
+        if not exclusive:
+            self.lock.acquire(False)
+            return
+        self.queue.deadline = self.lock.deadline
+        self.queue.acquire(True)
+        try:
+            self.lock.acquire(True)
+        except BaseException:
+            self.queue.release()
+            raise
+
+    def _unlock(self):
+        self.lock.release()
+        self.queue.release()
 
     def lookup_many(self, keys):
         """The stored entries of keys, in one go; None for a key that is
@@ -242,7 +260,7 @@ class FileStore(Store):
             return [None if key is None else self._get(key) for key in keys]
         finally:
             self._close()
-            self.lock.release()
+            self._unlock()
 
     def update_many(self, keys, change):
         """update() of several keys in one transaction:
@@ -268,7 +286,7 @@ class FileStore(Store):
             return result
         finally:
             self._close()
-            self.lock.release()
+            self._unlock()
 
     def entries(self, batch=1000):
         """Every (key, entry), in key order, batch by batch."""
@@ -298,7 +316,7 @@ class FileStore(Store):
             return self._scan(after, limit)
         finally:
             self._close()
-            self.lock.release()
+            self._unlock()
 
     def remove_if(self, keys, predicate, budget=None):
         """Delete each of keys whose entry, read again under the lock, still
@@ -324,7 +342,7 @@ class FileStore(Store):
             return removed, done
         finally:
             self._close()
-            self.lock.release()
+            self._unlock()
 
     def put_many(self, items):
         """Write [(key, entry)] in one hold of the lock and one commit.
@@ -340,7 +358,7 @@ class FileStore(Store):
             return len(items)
         finally:
             self._close()
-            self.lock.release()
+            self._unlock()
 
     def _prepare(self):
         """Load what writing needs before the exclusive lock is taken: in a
@@ -360,7 +378,7 @@ class FileStore(Store):
             return what(self)
         finally:
             self._close()
-            self.lock.release()
+            self._unlock()
 
     def _release(self, pages):
         """Kinds that can give free space back in small steps override this."""
@@ -368,6 +386,7 @@ class FileStore(Store):
 
     def close(self):
         self.lock.close()
+        self.queue.close()
 
 
 class FallbackStore(Store):
@@ -379,11 +398,15 @@ class FallbackStore(Store):
 
     def change_many(self, keys, change, now):
         try:
-            return self.shared.change_many(keys, change, now)
+            result = self.shared.change_many(keys, change, now)
+            self.degraded = self.shared.degraded
+            return result
         except StoreError as err:
-            self.degraded = "%s (%s); decided on the local store" % (err.detail, err.reason)
+            fallback = "%s (%s); decided on the local store" % (err.detail, err.reason)
         self.local = self.open_local()
-        return self.local.change_many(keys, change, now)
+        result = self.local.change_many(keys, change, now)
+        self.degraded = "; ".join(filter(None, (fallback, self.local.degraded)))
+        return result
 
     def close(self):
         self.shared.close()

@@ -30,11 +30,13 @@ from qgrey.store import Store, StoreError, decode_entry, encode_entry
 
 AUTH_FILE = "redis-auth"
 # Limits on what a reply may claim: qgrey's values are < 100 bytes, its
-# keys < 1 KB, its batches 1000 keys; anything far beyond is not Redis.
+# keys < 1 KB, its batches 1000 keys; anything far beyond is not Redis, and
+# must not exhaust the memory qmail-smtpd's softlimit leaves the plugin.
 MAX_LINE = 64 * 1024
-MAX_BULK = 1 << 20
-MAX_ARRAY = 1 << 20
+MAX_BULK = 512 * 1024
+MAX_ARRAY = 65536
 MAX_DEPTH = 4
+MAX_ROUND_TRIP = 2 << 20  # bytes received for the replies of one round trip
 BATCH = 1000
 
 # Error reply prefixes -> the log reason. Any other error reply: "redis".
@@ -82,6 +84,7 @@ class Connection:
         self.deadline = deadline
         self.buf = bytearray()
         self.pos = 0
+        self.received = 0
         self.sock = None
         af = {"unix": _socket.AF_UNIX, "inet": _socket.AF_INET, "inet6": _socket.AF_INET6}[family]
         try:
@@ -106,6 +109,7 @@ class Connection:
         return left
 
     def send(self, data):
+        self.received = 0
         try:
             self.sock.settimeout(self._remaining())
             self.sock.sendall(data)
@@ -123,6 +127,9 @@ class Connection:
             raise self._error(err, "cannot read from")
         if not data:
             raise StoreError("unreachable", "Redis %s closed the connection" % self.name)
+        self.received += len(data)
+        if self.received > MAX_ROUND_TRIP:
+            raise self._protocol("more than %d bytes of replies in one round trip" % MAX_ROUND_TRIP)
         self.buf += data
 
     def _protocol(self, what):
@@ -192,8 +199,8 @@ def read_credentials(directory):
     file must be readable by its owner only (tcprules' files are
     world-readable, so credentials never come from the environment)."""
     path = directory + "/" + AUTH_FILE
-    try:
-        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
+    try:  # O_NONBLOCK: a FIFO there must not stall the session
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC | posix.O_NONBLOCK)
     except FileNotFoundError:
         return []
     except OSError as err:
@@ -337,9 +344,15 @@ class RedisStore(Store):
         """The optimistic transaction of one request (see the module text)."""
         wanted = [key for key in keys if key is not None]
         names = self._names(wanted)
+        decided = None  # the result of the last read, once EXEC has refused
         while True:
-            replies = self._pipeline([command(b"WATCH", *names), command(b"MGET", *names),
-                                      command(b"TIME")])
+            try:
+                replies = self._pipeline([command(b"WATCH", *names), command(b"MGET", *names),
+                                          command(b"TIME")])
+            except StoreError as err:
+                if decided is None or err.reason != "timeout":
+                    raise
+                return self._not_recorded(decided, "conflict")
             check(replies[0], self.conn)
             found = iter(self._decode(check(replies[1], self.conn), len(names)))
             now = self._server_time(replies[2])
@@ -350,7 +363,12 @@ class RedisStore(Store):
             if not changed:
                 return result
             writes = self._writes(changed, now)
-            replies = self._pipeline([command(b"MULTI")] + writes + [command(b"EXEC")])
+            try:
+                replies = self._pipeline([command(b"MULTI")] + writes + [command(b"EXEC")])
+            except StoreError as err:
+                if err.reason != "timeout":
+                    raise
+                return self._not_recorded(result, "timeout" if decided is None else "conflict")
             for reply in replies[:-1]:  # an error while queueing: EXEC aborts
                 check(reply, self.conn)
             done = check(replies[-1], self.conn)
@@ -361,11 +379,19 @@ class RedisStore(Store):
                 for reply in done:
                     check(reply, self.conn)
                 return result
+            decided = result
             if time.monotonic() >= self.deadline:
-                # As for a lock not obtained: the answer the read implies stands.
-                self.degraded = ("not recorded: Redis %s: the entries kept changing under "
-                                 "this decision until the deadline (conflict)" % self.conn.name)
-                return result
+                return self._not_recorded(decided, "conflict")
+
+    def _not_recorded(self, result, reason):
+        """The entries were read, but the write could not be done by the
+        deadline (the keys kept changing, or no answer): as for a lock not
+        obtained, the answer the read implies stands."""
+        what = {"conflict": "the entries kept changing under this decision",
+                "timeout": "no answer to the write"}[reason]
+        self.degraded = "not recorded: Redis %s: %s until the deadline (%s)" % (
+            Connection.describe(self.servers[self.index]), what, reason)
+        return result
 
     def change_many(self, keys, change, now=None):
         """The clock is the server's: now is ignored."""
