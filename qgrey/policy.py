@@ -16,6 +16,7 @@ The other kinds of key (see keys.py) reuse the same four fields:
 decide_request() is the whole decision for one RCPT over all of them.
 """
 from qgrey.keys import BOUNCE, CLIENT, REPLY, TRAP, TRIPLET
+from qgrey.record import Entry  # noqa: F401  (the rules' record; policy.Entry for callers)
 
 GREYLIST = "greylist"  # 451 now, come back later
 PASS = "pass"          # accept (add a header)
@@ -25,22 +26,6 @@ SKIP = "skip"          # not ours to greylist: no answer at all
 # once an hour keeps the database write off the path of known senders.
 # Auto-whitelisting counts at most one delivery per client in that time.
 RENEW_AFTER = 3600
-
-
-class Entry:
-    __slots__ = ("first", "last", "passed", "tries")
-
-    def __init__(self, first, last, passed=0, tries=1):
-        self.first, self.last, self.passed, self.tries = first, last, passed, tries
-
-    def fields(self):
-        return (self.first, self.last, self.passed, self.tries)
-
-    def __eq__(self, other):
-        return isinstance(other, Entry) and self.fields() == other.fields()
-
-    def __repr__(self):
-        return "Entry(%d, %d, %d, %d)" % self.fields()
 
 
 def waiting_over(entry, now, settings):

@@ -152,7 +152,7 @@ def encode_entry(entry):
 
 
 def decode_entry(value):
-    from qgrey.policy import Entry
+    from qgrey.record import Entry
     fields = value.split()
     if len(fields) != 4 or not all(f.isdigit() for f in fields):
         raise StoreError("database", "malformed value %r" % bytes(value[:40]))

@@ -7,8 +7,9 @@ back to SQLite when that reader declines.
 """
 import posix
 
-from qgrey.policy import Entry
+from qgrey.record import Entry
 from qgrey.store import FileStore, StoreError, check_directory, os_error, sqlite_reason
+from qgrey.store.sqlitefile import SCHEMA  # the reader reads exactly this table
 
 sqlite3 = None  # loaded by _open: a lookup of a known triplet does without it
 
@@ -50,11 +51,6 @@ def _load_sqlite():
     sqlite3 = module
 
 TABLE = "entries"
-SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS entries ("
-    "key TEXT PRIMARY KEY, first INTEGER NOT NULL, last INTEGER NOT NULL, "
-    "passed INTEGER NOT NULL, tries INTEGER NOT NULL) WITHOUT ROWID"
-)
 
 
 class SqliteStore(FileStore):
