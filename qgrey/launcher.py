@@ -1,6 +1,7 @@
 """Write the fast launcher that control/smtpplugins should name.
 
-    python3 -m qgrey.launcher /var/qmail/bin/qgrey
+    python3 -m qgrey.launcher /var/qmail/bin/qgrey              [rcpt] entry
+    python3 -m qgrey.launcher --data /var/qmail/bin/qgrey-data  [data] entry (GL_STAGE=data)
 
 qmail-spp starts the plugin for every RCPT. The launcher runs this very
 interpreter with -I -S: no site processing (which can cost several times a
@@ -28,22 +29,56 @@ main()
 '''
 
 
-def launcher_text(python=None):
+# The [data] entry (GL_STAGE=data): a shell script that starts Python only
+# when a RCPT of this transaction recorded something, so messages of relay
+# clients and whitelisted clients cost no Python start at DATA.
+DATA_TEMPLATE = '''#!/bin/sh
+# qgrey [data] launcher for qmail-spp, written by: python3 -m qgrey.launcher --data
+[ -n "${{QGREY_DATA+set}}" ] || exit 0
+exec {python} -IS -c {code}
+'''
+DATA_CODE = '''import sys
+sys.path.insert(0, {path!r})
+try:
+    from qgrey.plugin import main
+except BaseException as err:
+    import posix
+    try:
+        posix.write(2, ("qgrey: action=error reason=internal detail=cannot import qgrey from "
+                        "%s (%r); write the launcher again\\n" % ({path!r}, err)).encode("ascii", "replace"))
+    finally:
+        posix._exit(0)
+main("data")
+'''
+
+
+def launcher_text(python=None, stage="rcpt"):
     import qgrey
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(qgrey.__file__)))
-    return TEMPLATE.format(python=python or sys.executable, path=package_parent)
+    python = python or sys.executable
+    if stage == "data":
+        import shlex
+        code = DATA_CODE.format(path=package_parent)
+        return DATA_TEMPLATE.format(python=shlex.quote(python), code=shlex.quote(code))
+    return TEMPLATE.format(python=python, path=package_parent)
+
+
+USAGE = "usage: python3 -m qgrey.launcher [--data] PATH\n"
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    stage = "rcpt"
+    if argv[:1] == ["--data"]:
+        stage, argv = "data", argv[1:]
     if len(argv) != 1 or argv[0].startswith("-"):
-        sys.stderr.write("usage: python3 -m qgrey.launcher PATH\n")
+        sys.stderr.write(USAGE)
         return 100
     target = argv[0]
     temporary = target + ".new"
     try:
         with open(temporary, "w") as out:
-            out.write(launcher_text())
+            out.write(launcher_text(stage=stage))
         os.chmod(temporary, 0o755)
         os.replace(temporary, target)
     except OSError as err:

@@ -12,6 +12,12 @@ Replies (qmail-spp reads stdout; each line must end in exactly "\\n"):
 Never A (switches plugins off), never O (relays), never an exit status of
 120 or a death by signal (both make qmail-smtpd answer a second time).
 
+GL_STAGE=data: at RCPT each recipient is decided and recorded as above, but
+never refused for greylisting; what the message needs is passed to the
+[data] run in the variable QGREY_DATA (S), which refuses the whole message
+once (E451) or accepts it with one header (H) and clears the variable (U).
+See data_at_rcpt() and decide_data().
+
 Only posix, time and the qgrey modules a decision needs are imported here.
 """
 import posix
@@ -49,11 +55,12 @@ def header(reason, waited, now):
 
 
 class Decision:
-    """What to answer and what to log."""
+    """What to answer and what to log. stage: GL_STAGE, once settings are read."""
 
     def __init__(self, action, reason, reply=b"", waited=None, detail=None):
         self.action, self.reason, self.reply = action, reason, reply
         self.waited, self.detail = waited, detail
+        self.stage = None
 
 
 def skip(reason, detail=None):
@@ -234,10 +241,126 @@ def decide(environ, now, problems):
     if store.degraded:
         note = "; ".join(filter(None, (note, store.degraded)))
     if action == policy.GREYLIST:
-        return Decision(action, reason, b"E451 4.7.1 %s\n" % settings.message.encode(), waited, note)
-    first_recipient = environ.get(b"SMTPRCPTCOUNT", b"0") == b"0"
-    return Decision(action, reason, header(reason, waited, now) if first_recipient else b"",
-                    waited, note)
+        decision = Decision(action, reason, b"E451 4.7.1 %s\n" % settings.message.encode(),
+                            waited, note)
+    else:
+        first_recipient = environ.get(b"SMTPRCPTCOUNT", b"0") == b"0"
+        decision = Decision(action, reason, header(reason, waited, now) if first_recipient else b"",
+                            waited, note)
+    decision.stage = settings.stage
+    return decision
+
+
+# GL_STAGE=data: the state of the current transaction, passed from RCPT to
+# DATA in qmail-smtpd's environment. qmail-spp keeps such variables for the
+# whole connection (RSET and a new MAIL do not clear them), so the state
+# names its transaction: the RCPT count it was written at (a new transaction
+# starts counting again) and a mark of the envelope sender.
+STATE = b"QGREY_DATA"
+UNSET = b"U" + STATE + b"\n"
+NOT_REFUSED_AT_DATA = ("greytrap", "trapped")
+
+
+def sender_mark(sender):
+    """FNV-1a of the envelope sender, as 8 hex digits."""
+    value = 0x811C9DC5
+    for byte in sender:
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return "%08x" % value
+
+
+class TransactionState:
+    """countall,recorded,greylisted,waited,reason,first-greylisting-reason,sender-mark"""
+
+    def __init__(self, countall, recorded=0, greylisted=0, waited=0, reason="-", refused="-",
+                 mark=""):
+        self.countall, self.recorded, self.greylisted = countall, recorded, greylisted
+        self.waited, self.reason, self.refused, self.mark = waited, reason, refused, mark
+
+    def encode(self):
+        return ("%d,%d,%d,%d,%s,%s,%s" % (self.countall, self.recorded, self.greylisted,
+                                         self.waited, self.reason, self.refused,
+                                         self.mark)).encode()
+
+    @classmethod
+    def decode(cls, raw):
+        """None when raw is not a state qgrey wrote."""
+        fields = raw.decode("ascii", "replace").split(",")
+        if len(fields) != 7 or not all(f.isdigit() and f.isascii() for f in fields[:4]):
+            return None
+        return cls(*[int(f) for f in fields[:4]] + fields[4:])
+
+
+def _count(environ, name):
+    value = environ.get(name, b"")
+    return int(value) if value.isdigit() and len(value) < 10 else 0
+
+
+def current_state(environ):
+    """The state of this transaction, or None; and whether a stale one is set."""
+    raw = environ.get(STATE)
+    if raw is None:
+        return None, False
+    state = TransactionState.decode(raw)
+    if (state is None or state.countall >= _count(environ, b"SMTPRCPTCOUNTALL")
+            or state.mark != sender_mark(environ.get(b"SMTPMAILFROM", b""))):
+        return None, True
+    return state, False
+
+
+def data_at_rcpt(decision, environ):
+    """A RCPT at GL_STAGE=data: record this recipient's verdict in the
+    transaction's state instead of refusing it. Greytraps are still refused
+    at once; a state left by an earlier transaction is cleared."""
+    state, stale = current_state(environ)
+    prefix = UNSET if stale else b""
+    if decision.stage != "data" or decision.action not in ("greylist", "pass") \
+            or decision.reason in NOT_REFUSED_AT_DATA:
+        decision.reply = prefix + decision.reply
+        return decision
+    if state is None:
+        state = TransactionState(0, mark=sender_mark(environ.get(b"SMTPMAILFROM", b"")))
+    state.countall = _count(environ, b"SMTPRCPTCOUNTALL")
+    state.recorded += 1
+    if decision.action == "greylist":
+        state.greylisted += 1
+        if state.refused == "-":
+            state.refused = decision.reason
+    elif decision.reason == "delayed":  # the header tells the longest delay
+        if state.reason != "delayed" or decision.waited > state.waited:
+            state.reason, state.waited = "delayed", max(0, decision.waited)
+    elif state.reason == "-":
+        state.reason, state.waited = decision.reason, max(0, decision.waited or 0)
+    decision.reply = b"S" + STATE + b"=" + state.encode() + b"\n"
+    decision.detail = "; ".join(filter(None, (decision.detail, "the message is decided at DATA")))
+    return decision
+
+
+def decide_data(environ, now, problems):
+    """The [data] run at GL_STAGE=data: the whole message at once."""
+    if STATE not in environ:
+        return skip("no-state")
+    for name, reason in ((b"GL_WHITELISTED", "whitelisted"), (b"RELAYCLIENT", "relayclient")):
+        if name in environ:
+            return Decision("skip", reason, UNSET)
+    if environ.get(b"SMTPAUTHUSER"):
+        return Decision("skip", "authenticated", UNSET)
+    state = TransactionState.decode(environ[STATE])
+    if (state is None or state.countall > _count(environ, b"SMTPRCPTCOUNTALL")
+            or state.mark != sender_mark(environ.get(b"SMTPMAILFROM", b""))):
+        return Decision("skip", "stale", UNSET, detail="a state of another transaction; cleared")
+    what = "at DATA: %d recipient%s recorded" % (state.recorded, "" if state.recorded == 1 else "s")
+    if state.greylisted:
+        from qgrey import settings as settings_module
+        settings = settings_module.load(environ)
+        problems.extend(settings.problems)
+        # The state stays: a DATA repeated in this transaction is refused again.
+        return Decision("message", "greylisted", b"E451 4.7.1 %s\n" % settings.message.encode(),
+                        detail="%s, %d greylisted (%s)" % (what, state.greylisted, state.refused))
+    if state.reason == "-":
+        return Decision("skip", "nothing-recorded", UNSET)
+    return Decision("message", "passed", UNSET + header(state.reason, state.waited, now),
+                    state.waited, what)
 
 
 def log_line(decision, environ):
@@ -267,7 +390,8 @@ def _write(fd, data):
         pass
 
 
-def main():
+def main(stage="rcpt"):
+    """stage: "rcpt", or "data" for the [data] launcher (GL_STAGE=data)."""
     posix.umask(0o077)
     # A file size limit must fail a write, not kill the process: a death by
     # signal makes qmail-smtpd answer a second time. (_signal is loaded at
@@ -277,7 +401,12 @@ def main():
     environ = posix.environ
     problems = []
     try:
-        decision = decide(environ, int(time.time()), problems)
+        if stage == "data":
+            decision = decide_data(environ, int(time.time()), problems)
+        else:
+            decision = decide(environ, int(time.time()), problems)
+            if decision.stage == "data" or STATE in environ:
+                decision = data_at_rcpt(decision, environ)
         log = log_line(decision, environ)
     except BaseException as err:  # never a traceback: accept, say why in one line
         decision = Decision("error", "internal")

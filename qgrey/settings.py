@@ -170,6 +170,9 @@ TABLE = (
      "a null-sender triplet that passed is accepted without delay this long, then greylisted again"),
     ("GL_LEARN", boolean, "0",
      "1: learning mode: record everything as if it had passed, refuse nothing"),
+    ("GL_STAGE", choice("rcpt", "data"), "rcpt",
+     "rcpt: refuse each new recipient at RCPT; data: record at RCPT, refuse the whole "
+     "message once at DATA (list qgrey under [rcpt] and [data])"),
     ("GL_PRIVACY", boolean, "0",
      "1: store keys as salted hashes (salt in GL_DIR/salt) instead of addresses"),
 )
