@@ -52,9 +52,12 @@ main("data")
 '''
 
 
-def launcher_text(python=None, stage="rcpt"):
-    import qgrey
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(qgrey.__file__)))
+def launcher_text(python=None, stage="rcpt", package_parent=None):
+    """The launcher of this interpreter (or python) for qgrey where it is
+    installed now (or in package_parent)."""
+    if package_parent is None:
+        import qgrey
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(qgrey.__file__)))
     python = python or sys.executable
     if stage == "data":
         import shlex

@@ -35,3 +35,16 @@ def test_ci_runs_the_readme_test_command():
     assert block.splitlines() == ["pip install '.[test]'", "pytest"]
     ci = read(".ci", "run")
     assert "pip install" in ci and "[test]" in ci and '"$venv/bin/pytest"' in ci
+
+
+@pytest.mark.parametrize("page", sorted(p for p in os.listdir(os.path.join(TOP, "man")) if p.endswith(".8")))
+def test_man_pages_lint_clean(page):
+    import shutil
+    import subprocess
+    if shutil.which("mandoc") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("mandoc is missing, and CI=true: .ci/run must install it")
+        pytest.skip("mandoc is not installed (Debian: apt-get install mandoc)")
+    result = subprocess.run(["mandoc", "-T", "lint", "-W", "warning", os.path.join(TOP, "man", page)],
+                            capture_output=True, text=True)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
