@@ -155,7 +155,7 @@ def cmd_list(args, settings, store, out):
         if "/" in args.client:
             client = client_network(args.client)
         else:
-            client = keys.client(args.client.encode(), settings.mask_ip)
+            client = keys.client(args.client.encode(), settings)
     sender = args.sender and (args.sender if args.sender.startswith("@") else keys.address(
         b"" if args.sender == "<>" else args.sender.encode()))
     recipient = args.recipient and (args.recipient if args.recipient.startswith("@") else
@@ -221,7 +221,7 @@ def cmd_delete(args, settings, store, out):
     if args.client:
         if args.key or args.triplet:
             raise Failure("give either --client or a triplet")
-        client = keys.client(args.client.encode(), settings.mask_ip)
+        client = keys.client(args.client.encode(), settings)
         targets = [keys.client_key(client), keys.trap_key(client)]
     else:
         targets = [triplet_key(args, settings)]

@@ -98,8 +98,10 @@ def format_ipv4(value):
     return "%d.%d.%d.%d" % (value >> 24, value >> 16 & 255, value >> 8 & 255, value & 255)
 
 
-def client(raw, mask):
-    """TCPREMOTEIP bytes -> client field of the key."""
+def client(raw, settings):
+    """TCPREMOTEIP bytes -> client field of the key: the network
+    (GL_MASK_IP, GL_IPV4_PREFIX, GL_IPV6_PREFIX) or the exact address."""
+    mask = settings.mask_ip
     raw = raw.strip()
     if not raw:
         return "-"
@@ -113,12 +115,14 @@ def client(raw, mask):
             v4 = v6 & 0xFFFFFFFF
         else:
             if mask:
-                return format_ipv6(v6 >> 64 << 64) + "/64"
+                bits = getattr(settings, "ipv6_prefix", 64)
+                return format_ipv6(v6 >> (128 - bits) << (128 - bits)) + "/%d" % bits
             return format_ipv6(v6)
     if v4 is None:
         return escape(raw[:64].lower())
     if mask:
-        return format_ipv4(v4 & 0xFFFFFF00) + "/24"
+        bits = getattr(settings, "ipv4_prefix", 24)
+        return format_ipv4(v4 >> (32 - bits) << (32 - bits)) + "/%d" % bits
     return format_ipv4(v4)
 
 
@@ -132,7 +136,7 @@ def triplet(remote_ip, sender, recipient, settings, hashed=None):
     """The key of a triplet, honouring GL_IGNORE_*, GL_MASK_IP and
     GL_NORMALISE_SENDER; hashed (see hasher) for GL_PRIVACY."""
     fields = (
-        IGNORED if settings.ignore_remoteip else client(remote_ip, settings.mask_ip),
+        IGNORED if settings.ignore_remoteip else client(remote_ip, settings),
         IGNORED if settings.ignore_sender else sender_field(sender, settings),
         IGNORED if settings.ignore_recipient else address(recipient),
     )

@@ -209,7 +209,7 @@ def decide(environ, now, problems):
     triplet = keys.triplet(remote_ip or b"", sender, recipient, settings, hashed)
     client = None
     if not settings.ignore_remoteip:
-        client = keys.client(remote_ip, settings.mask_ip)
+        client = keys.client(remote_ip, settings)
         if hashed is not None:
             client = hashed(client)
     reply = None

@@ -44,6 +44,14 @@ def boolean(text):
     raise ValueError("not 0 or 1")
 
 
+def bounded(low, high):
+    def parse(text):
+        if not text.isdigit() or not text.isascii() or not low <= int(text) <= high:
+            raise ValueError("not a whole number from %d to %d" % (low, high))
+        return int(text)
+    return parse
+
+
 def choice(*allowed):
     def parse(text):
         if text not in allowed:
@@ -132,7 +140,11 @@ TABLE = (
     ("GL_IGNORE_RECIPIENT", boolean, "0", "1: leave the recipient out of the triplet"),
     ("GL_IGNORE_REMOTEIP", boolean, "0", "1: leave the client address out of the triplet"),
     ("GL_MASK_IP", boolean, "1",
-     "1: key clients by network (IPv4 /24, IPv6 /64); 0: by exact address"),
+     "1: key clients by network (GL_IPV4_PREFIX, GL_IPV6_PREFIX); 0: by exact address"),
+    ("GL_IPV4_PREFIX", bounded(8, 32), "24",
+     "with GL_MASK_IP=1, the prefix length of an IPv4 client's network"),
+    ("GL_IPV6_PREFIX", bounded(16, 128), "64",
+     "with GL_MASK_IP=1, the prefix length of an IPv6 client's network"),
     ("GL_LOCK_TIMEOUT", duration, "3",
      "longest wait for the database lock; then GL_ON_ERROR applies"),
     ("GL_ON_ERROR", choice("accept", "defer", "local"), "accept",

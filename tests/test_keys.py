@@ -9,6 +9,10 @@ class S:
     mask_ip = True
 
 
+class Exact(S):
+    mask_ip = False
+
+
 @pytest.mark.parametrize("raw, masked, exact", [
     (b"192.0.2.77", "192.0.2.0/24", "192.0.2.77"),
     (b"::ffff:192.0.2.77", "192.0.2.0/24", "192.0.2.77"),
@@ -22,8 +26,23 @@ class S:
     (b"1:0:0:2:0:0:0:3", "1:0:0:2::/64", "1:0:0:2::3"),
 ])
 def test_client(raw, masked, exact):
-    assert keys.client(raw, True) == masked
-    assert keys.client(raw, False) == exact
+    assert keys.client(raw, S) == masked
+    assert keys.client(raw, Exact) == exact
+
+
+@pytest.mark.parametrize("raw, v4, v6, expected", [
+    (b"192.0.2.77", 22, 64, "192.0.0.0/22"),
+    (b"192.0.2.77", 32, 64, "192.0.2.77/32"),
+    (b"192.0.2.77", 8, 64, "192.0.0.0/8"),
+    (b"::ffff:192.0.2.77", 16, 48, "192.0.0.0/16"),
+    (b"2001:db8:aaaa:bbbb::1", 24, 48, "2001:db8:aaaa::/48"),
+    (b"2001:db8:aaaa:bbbb::1", 24, 128, "2001:db8:aaaa:bbbb::1/128"),
+    (b"2001:db8:aaaa:bbbb::1", 24, 16, "2001::/16"),
+])
+def test_prefix_lengths(raw, v4, v6, expected):
+    class Prefixes(S):
+        ipv4_prefix, ipv6_prefix = v4, v6
+    assert keys.client(raw, Prefixes) == expected
 
 
 @pytest.mark.parametrize("raw", [
@@ -31,7 +50,7 @@ def test_client(raw, masked, exact):
     b"1::2::3", b"12345::", b"::ffff:1.2.3.999", b"\xff\xfe", b"1.2.3.4/24", b"\xd9\xa1.1.1.1",
 ])
 def test_malformed_ip_is_kept_escaped(raw):
-    field = keys.client(raw, True)
+    field = keys.client(raw, S)
     assert field and " " not in field and all("!" <= c <= "~" for c in field)
     assert field == keys.escape(raw.lower()) or (field == "-" and not raw)
 

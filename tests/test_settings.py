@@ -43,3 +43,22 @@ def test_bad_values_are_reported_with_name_and_source(tmp_path):
 def test_window_shorter_than_delay_is_refused(tmp_path):
     s = load({"GL_DELAY": "3d"}, tmp_path)
     assert s.retry_window > s.delay and s.problems
+
+
+def test_prefix_lengths_are_validated(tmp_path):
+    s = load({"GL_IPV4_PREFIX": "22", "GL_IPV6_PREFIX": "48"}, tmp_path)
+    assert (s.ipv4_prefix, s.ipv6_prefix, s.problems) == (22, 48, [])
+    for name, value in (("GL_IPV4_PREFIX", "7"), ("GL_IPV4_PREFIX", "33"), ("GL_IPV6_PREFIX", "15"),
+                        ("GL_IPV6_PREFIX", "129"), ("GL_IPV6_PREFIX", "/64")):
+        s = load({name: value}, tmp_path)
+        assert (s.ipv4_prefix, s.ipv6_prefix) == (24, 64)
+        assert s.problems and "not a whole number from" in s.problems[0], s.problems
+
+
+def test_redis_servers_are_validated(tmp_path):
+    s = load({"GL_REDIS": "unix:/run/redis.sock?db=2, 10.0.0.5:6380/1,[::1]:6379"}, tmp_path)
+    assert s.redis == (("unix", "/run/redis.sock", 2), ("inet", ("10.0.0.5", 6380), 1),
+                       ("inet6", ("::1", 6379), 0))
+    for bad in ("localhost:6379", "10.0.0.5", "[nope]:1", "unix:relative", "10.0.0.5:99999"):
+        s = load({"GL_REDIS": bad}, tmp_path)
+        assert s.redis == (("inet", ("127.0.0.1", 6379), 0),) and s.problems, bad
