@@ -435,3 +435,34 @@ def test_admin_check_on_redis(launcher, server, hosts):
     down = tool("qgrey-admin", "check", gl_dir=mx1, server=server)
     assert down.returncode == 1
     assert "problem: cannot connect to Redis unix:" in down.stdout and "fix: start Redis" in down.stdout
+
+
+def test_a_server_listed_first_that_never_answers_leaves_time_for_the_next(launcher, server, hosts, tmp_path):
+    """A first server whose accept queue is full (stalled) gets its share of
+    GL_REDIS_TIMEOUT; the decision is then made on the next one listed."""
+    import socket
+    path = str(tmp_path / "stalled.sock")
+    stalled = socket.socket(socket.AF_UNIX)
+    stalled.bind(path)
+    stalled.listen(0)
+    waiting = []
+    try:
+        for _ in range(4):  # fill its queue: connects now get EAGAIN
+            client = socket.socket(socket.AF_UNIX)
+            client.setblocking(False)
+            try:
+                client.connect(path)
+            except BlockingIOError:
+                client.close()
+                break
+            waiting.append(client)
+        started = time.monotonic()
+        result = decide(launcher, hosts[0], "unix:%s,%s" % (path, server.url))
+        elapsed = time.monotonic() - started
+        check(result, GREYLISTED, "greylist", "new")
+        assert 0.25 <= elapsed < 0.5 + 1.5, elapsed
+        assert server.cli("EXISTS", KEY) == 1
+    finally:
+        for client in waiting:
+            client.close()
+        stalled.close()

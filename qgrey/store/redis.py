@@ -89,8 +89,18 @@ class Connection:
         af = {"unix": _socket.AF_UNIX, "inet": _socket.AF_INET, "inet6": _socket.AF_INET6}[family]
         try:
             self.sock = _socket.socket(af, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-            self.sock.settimeout(max(0.001, connect_deadline - time.monotonic()))
-            self.sock.connect(address)
+            while True:
+                self.sock.settimeout(max(0.001, connect_deadline - time.monotonic()))
+                try:
+                    self.sock.connect(address)
+                    break
+                except BlockingIOError:
+                    # A UNIX socket whose accept queue is full answers EAGAIN
+                    # at once, where TCP would wait: a busy Redis is waited
+                    # for until the deadline, not taken for a dead one.
+                    if time.monotonic() >= connect_deadline:
+                        raise TimeoutError()
+                    time.sleep(0.002)
             if family != "unix":
                 self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         except OSError as err:
@@ -268,14 +278,16 @@ class RedisStore(Store):
                 if server[2]:
                     self.pending.append(command(b"SELECT", server[2]))
                 return
-            except StoreError as err:
-                if not self._next_server(err):
+            except StoreError as err:  # refused or no answer in its share of time
+                if not self._next_server(err, connecting=True):
                     raise
 
-    def _next_server(self, err):
+    def _next_server(self, err, connecting=False):
         """After err, move on to the next server in GL_REDIS, if any."""
         self.close()
-        if err.reason not in _NEXT_SERVER or self.index + 1 >= len(self.servers):
+        if not connecting and err.reason not in _NEXT_SERVER:
+            return False
+        if self.index + 1 >= len(self.servers):
             return False
         self.index += 1
         return True
