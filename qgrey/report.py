@@ -1,15 +1,19 @@
 """qgrey-report: what greylisting did, from the plugin's log lines.
 
-    qgrey-report [FILE...]      (stdin when no FILE; - is stdin)
+    qgrey-report [--list] [--html PAGE] [FILE...]   (stdin when no FILE; - is stdin)
 
 Reads lines as qmail's log pipeline keeps them: multilog lines with a
 TAI64N stamp (@4000...), or plain lines; other lines are skipped. Lines are
 streamed; the state kept is the counters plus, per greylisted triplet that
 has not passed yet, one small entry. Triplets are grouped by the key the
 plugin uses (qgrey.keys with the same settings: GL_MASK_IP, GL_IGNORE_*).
+--html PAGE also writes the report as one HTML page (qgrey.htmlreport),
+from the same counters plus decisions per hour.
 
-Exit status: 0 done; 100 usage; 111 cannot read an input file.
+Exit status: 0 done; 100 usage; 111 cannot read an input file or write PAGE.
 """
+import heapq
+import os
 import sys
 
 from qgrey import keys, settings as settings_module, tool
@@ -17,6 +21,9 @@ from qgrey import keys, settings as settings_module, tool
 PROGRAM = "qgrey-report"
 MARK = "qgrey: action="
 TOP = 10
+HOUR = 3600
+MAX_BUCKETS = 2048  # more time buckets than this: each covers twice as long
+LEARNING = "would greylist: "
 # Upper bounds (seconds) of the delay histogram of mail that passed.
 DELAY_BUCKETS = ((300, "< 5m"), (600, "5-10m"), (900, "10-15m"), (1800, "15-30m"),
                  (3600, "30m-1h"), (7200, "1-2h"), (14400, "2-4h"), (43200, "4-12h"),
@@ -67,15 +74,21 @@ def parse(line):
 
 
 class Report:
-    def __init__(self, settings):
+    def __init__(self, settings, networks=False):
         self.settings = settings
         self.decisions = {}      # (action, reason) -> count
         self.pending = {}        # triplet key -> greylistings without a later pass
         self.refused = {}        # client -> greylistings
+        self.networks = {} if networks else None  # client field of the key -> greylistings
         self.delays = [0] * len(DELAY_BUCKETS)
         self.delay_total = 0
         self.lines = 0
         self.first = self.last = None
+        self.came_back = 0       # greylisted triplets that passed later
+        self.learning = {}       # reason -> learning-mode passes that would have greylisted
+        self.unstamped = 0       # decisions without a TAI64N stamp
+        self.width = HOUR        # seconds per time bucket
+        self.buckets = {}        # stamp // width -> {(action, reason): count}
 
     def key(self, fields):
         sender = fields.get("sender", "<>")
@@ -89,21 +102,40 @@ class Report:
             return
         stamp, fields = parsed
         self.lines += 1
-        if stamp is not None:
-            if self.first is None:
-                self.first = stamp
-            self.last = stamp
         action, reason = fields.get("action", "?"), fields.get("reason", "?")
         pair = (action, reason)
         self.decisions[pair] = self.decisions.get(pair, 0) + 1
+        if stamp is None:
+            self.unstamped += 1
+        else:
+            if self.first is None:
+                self.first = stamp
+            self.last = stamp
+            counts = self.buckets.get(stamp // self.width)
+            if counts is None:
+                if len(self.buckets) >= MAX_BUCKETS:
+                    self._coarsen()
+                counts = self.buckets.setdefault(stamp // self.width, {})
+            counts[pair] = counts.get(pair, 0) + 1
         if action == "greylist":
             key = self.key(fields)
             self.pending[key] = self.pending.get(key, 0) + 1
             client = fields.get("client", "-")
             self.refused[client] = self.refused.get(client, 0) + 1
+            if self.networks is not None:
+                network = key[:key.find(" ")]
+                if self.settings.ignore_remoteip:
+                    network = keys.client(unescape(client), self.settings)
+                self.networks[network] = self.networks.get(network, 0) + 1
         elif action == "pass":
-            self.pending.pop(self.key(fields), None)
-            if reason == "delayed":
+            if self.pending.pop(self.key(fields), None) is not None:
+                self.came_back += 1
+            if reason == "learning":
+                detail = fields.get("detail", "")
+                if detail.startswith(LEARNING):
+                    why = detail[len(LEARNING):].partition(";")[0] or "?"
+                    self.learning[why] = self.learning.get(why, 0) + 1
+            elif reason == "delayed":
                 try:
                     waited = int(fields.get("waited", ""))
                 except ValueError:
@@ -113,6 +145,31 @@ class Report:
                     if limit is None or waited < limit:
                         self.delays[i] += 1
                         break
+
+    def _coarsen(self):
+        """Twice as long a time per bucket: the buckets stay few."""
+        self.width *= 2
+        merged = {}
+        for bucket, counts in self.buckets.items():
+            into = merged.setdefault(bucket // 2, {})
+            for pair, count in counts.items():
+                into[pair] = into.get(pair, 0) + count
+        self.buckets = merged
+
+    def pending_first(self, limit):
+        """The first triplets (in --list order) that never came back, with
+        the number of times each was greylisted."""
+        return heapq.nsmallest(limit, self.pending.items())
+
+    def top_clients(self, limit=TOP):
+        return heapq.nsmallest(limit, self.refused.items(), key=lambda i: (-i[1], i[0]))
+
+    def top_networks(self, limit=TOP):
+        """The networks greylisted most (Report(networks=True)): the client
+        field of the plugin's key (GL_MASK_IP, GL_IPV4_PREFIX, GL_IPV6_PREFIX)."""
+        if self.networks is None:
+            return []
+        return heapq.nsmallest(limit, self.networks.items(), key=lambda i: (-i[1], i[0]))
 
     def write(self, out, list_pending=False):
         import time
@@ -138,9 +195,15 @@ class Report:
         else:
             out.write("\n")
         out.write("\nclients greylisted most\n")
-        top = sorted(self.refused.items(), key=lambda i: (-i[1], i[0]))[:TOP]
-        for client, count in top:
+        for client, count in self.top_clients():
             out.write("  %9d %s\n" % (count, client))
+        if self.learning:
+            out.write("\nlearning mode: would have greylisted %d\n" % sum(self.learning.values()))
+            for reason, count in self.learning_counts():
+                out.write("  %-14s %9d\n" % (reason, count))
+
+    def learning_counts(self):
+        return sorted(self.learning.items(), key=lambda i: (-i[1], i[0]))
 
 
 def _span(seconds):
@@ -150,18 +213,22 @@ def _span(seconds):
     return "%dm%02ds" % (seconds // 60, seconds % 60)
 
 
-USAGE = "usage: qgrey-report [--list] [FILE...]"
+USAGE = "usage: qgrey-report [--list] [--html PAGE] [FILE...]"
 
 
 def run(argv, environ, out):
-    list_pending = False
-    if argv[:1] == ["--list"]:
-        list_pending, argv = True, argv[1:]
-    if any(a.startswith("-") and a != "-" for a in argv):
+    list_pending, page = False, None
+    while argv[:1] == ["--list"] or (argv[:1] == ["--html"] and len(argv) > 1):
+        if argv[0] == "--list":
+            list_pending, argv = True, argv[1:]
+        else:
+            page, argv = argv[1], argv[2:]
+    bad_page = page is not None and (page == "" or page.startswith("-"))
+    if bad_page or any(a.startswith("-") and a != "-" for a in argv):
         sys.stderr.write(USAGE + "\n")
         return 100
     settings = settings_module.load(environ)
-    report = Report(settings)
+    report = Report(settings, networks=page is not None)
     for name in argv or ["-"]:
         if name == "-":
             stream = sys.stdin
@@ -178,6 +245,20 @@ def run(argv, environ, out):
             if stream is not sys.stdin:
                 stream.close()
     report.write(out, list_pending)
+    if page is not None:
+        from qgrey import htmlreport
+        temporary = "%s.%d.tmp" % (page, os.getpid())
+        try:
+            with open(temporary, "w", encoding="utf-8") as f:
+                htmlreport.write(report, f)
+            os.replace(temporary, page)
+        except OSError as err:
+            sys.stderr.write("%s: fatal: cannot write %s: %s\n" % (PROGRAM, page, err.strerror))
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            return 111
     return 0
 
 

@@ -370,7 +370,7 @@ clients greylisted most
     exact = command("qgrey-report", gl_dir=gl_dir, env={"GL_MASK_IP": "0"}, stdin=LOG)
     assert "triplets greylisted that never came back: 2\n" in exact.stdout
     usage = command("qgrey-report", "--bogus", gl_dir=gl_dir)
-    assert (usage.returncode, usage.stderr) == (100, "usage: qgrey-report [--list] [FILE...]\n")
+    assert (usage.returncode, usage.stderr) == (100, "usage: qgrey-report [--list] [--html PAGE] [FILE...]\n")
     missing = command("qgrey-report", str(tmp_path / "nope"), gl_dir=gl_dir)
     assert missing.returncode == 111 and missing.stderr.startswith("qgrey-report: fatal: cannot read ")
 
