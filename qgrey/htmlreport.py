@@ -246,6 +246,17 @@ def delays(report, out):
             out.write('<tr><td>%s</td><td class="n">%s</td><td class="n">%s</td>%s</tr>\n'
                       % (escape(label), number(count), percent(count, passed), bar_cell(count, top)))
         out.write("</table>\n")
+    pools = report.top_pools()
+    if pools:
+        out.write("<h3>Host pools (GL_HOST_POOLS)</h3>\n<p>Providers keyed by their pool, "
+                  "whose mail passed after greylisting most often.</p>\n"
+                  '<table id="pools">\n<tr><th>pool</th><th class="n">messages</th>'
+                  '<th class="n">mean wait</th><th class="n">longest</th></tr>\n')
+        for pool, (count, total, longest) in pools:
+            out.write('<tr><td><code>%s</code></td><td class="n">%s</td><td class="n">%s</td>'
+                      '<td class="n">%s</td></tr>\n'
+                      % (escape(pool), number(count), _span(total / count), _span(longest)))
+        out.write("</table>\n")
     out.write("</section>\n")
 
 
@@ -285,7 +296,7 @@ def pending(report, out):
 def greylisted_most(report, out):
     out.write("<section>\n<h2>Networks greylisted most</h2>\n"
               "<p>Grouped by the client field of the plugin's key (GL_MASK_IP, "
-              "GL_IPV4_PREFIX, GL_IPV6_PREFIX).</p>\n")
+              "GL_IPV4_PREFIX, GL_IPV6_PREFIX), or its host pool (GL_HOST_POOLS).</p>\n")
     networks = report.top_networks()
     if networks:
         top = networks[0][1]

@@ -9,7 +9,9 @@ in logs, dumps and SMTP replies alike:
   MAX_ADDRESS bytes;
 - a client is 'a.b.c.0/24' or '2001:db8:1:2::/64' when masked, the exact
   address otherwise; IPv4-mapped IPv6 counts as IPv4; a value that is not an
-  IP address is kept, escaped, as it is ('-' when empty);
+  IP address is kept, escaped, as it is ('-' when empty); with
+  GL_HOST_POOLS=1 a client whose host name names a provider's pool is that
+  pool ('google.com', 'outbound.protection.outlook.com');
 - the sender is normalised (normalise_sender) unless GL_NORMALISE_SENDER=0.
 Keys of clients, traps and replies have two fields (see below).
 """
@@ -126,17 +128,27 @@ def client(raw, settings):
     return format_ipv4(v4)
 
 
+def host_pool(host, raw, settings):
+    """The pool (qgrey.pools) a client's host name puts it in, or None:
+    with GL_HOST_POOLS=1, a TCPREMOTEHOST (bytes) and TCPREMOTEIP raw."""
+    if not host or not getattr(settings, "host_pools", False) or settings.ignore_remoteip:
+        return None
+    from qgrey.pools import pool
+    return pool(host, raw)
+
+
 def sender_field(sender, settings):
     if getattr(settings, "normalise_sender", False):
         sender = normalise_sender(sender)
     return address(sender)
 
 
-def triplet(remote_ip, sender, recipient, settings, hashed=None):
+def triplet(remote_ip, sender, recipient, settings, hashed=None, pool=None):
     """The key of a triplet, honouring GL_IGNORE_*, GL_MASK_IP and
-    GL_NORMALISE_SENDER; hashed (see hasher) for GL_PRIVACY."""
+    GL_NORMALISE_SENDER; hashed (see hasher) for GL_PRIVACY; pool (see
+    host_pool) in place of the client's network."""
     fields = (
-        IGNORED if settings.ignore_remoteip else client(remote_ip, settings),
+        IGNORED if settings.ignore_remoteip else pool or client(remote_ip, settings),
         IGNORED if settings.ignore_sender else sender_field(sender, settings),
         IGNORED if settings.ignore_recipient else address(recipient),
     )

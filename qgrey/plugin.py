@@ -61,6 +61,7 @@ class Decision:
         self.action, self.reason, self.reply = action, reason, reply
         self.waited, self.detail = waited, detail
         self.stage = None
+        self.pool = None
 
 
 def skip(reason, detail=None):
@@ -206,10 +207,11 @@ def decide(environ, now, problems):
         return on_error(StoreError("io", "salt: %s" % err.strerror), settings)
     sender = environ.get(b"SMTPMAILFROM", b"")
     recipient = environ[b"SMTPRCPTTO"]
-    triplet = keys.triplet(remote_ip or b"", sender, recipient, settings, hashed)
+    pool = keys.host_pool(environ.get(b"TCPREMOTEHOST"), remote_ip, settings)
+    triplet = keys.triplet(remote_ip or b"", sender, recipient, settings, hashed, pool)
     client = None
     if not settings.ignore_remoteip:
-        client = keys.client(remote_ip, settings)
+        client = pool or keys.client(remote_ip, settings)
         if hashed is not None:
             client = hashed(client)
     reply = None
@@ -248,6 +250,7 @@ def decide(environ, now, problems):
         decision = Decision(action, reason, header(reason, waited, now) if first_recipient else b"",
                             waited, note)
     decision.stage = settings.stage
+    decision.pool = pool
     return decision
 
 
@@ -370,6 +373,10 @@ def log_line(decision, environ):
         "action=" + decision.action,
         "reason=" + decision.reason,
         "client=" + escape(environ.get(b"TCPREMOTEIP", b"")[:64] or b"-"),
+    ]
+    if decision.pool:  # the client's key is this pool (GL_HOST_POOLS), not its network
+        fields.append("pool=" + decision.pool)
+    fields += [
         "sender=" + (escape(sender[:256]) if sender else "<>"),
         "recipient=" + escape(environ.get(b"SMTPRCPTTO", b"")[:256] or b"-"),
     ]

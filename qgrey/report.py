@@ -6,7 +6,9 @@ Reads lines as qmail's log pipeline keeps them: multilog lines with a
 TAI64N stamp (@4000...), or plain lines; other lines are skipped. Lines are
 streamed; the state kept is the counters plus, per greylisted triplet that
 has not passed yet, one small entry. Triplets are grouped by the key the
-plugin uses (qgrey.keys with the same settings: GL_MASK_IP, GL_IGNORE_*).
+plugin uses (qgrey.keys with the same settings: GL_MASK_IP, GL_IGNORE_*;
+a line's pool= field, logged when GL_HOST_POOLS keyed the client by its
+host pool, stands in for the network).
 --html PAGE also writes the report as one HTML page (qgrey.htmlreport),
 from the same counters plus decisions per hour.
 
@@ -86,6 +88,7 @@ class Report:
         self.first = self.last = None
         self.came_back = 0       # greylisted triplets that passed later
         self.learning = {}       # reason -> learning-mode passes that would have greylisted
+        self.pools = {}          # host pool -> [delayed passes, total wait, longest wait]
         self.unstamped = 0       # decisions without a TAI64N stamp
         self.width = HOUR        # seconds per time bucket
         self.buckets = {}        # stamp // width -> {(action, reason): count}
@@ -94,7 +97,8 @@ class Report:
         sender = fields.get("sender", "<>")
         return keys.triplet(unescape(fields.get("client", "-")),
                             b"" if sender == "<>" else unescape(sender),
-                            unescape(fields.get("recipient", "-")), self.settings)
+                            unescape(fields.get("recipient", "-")), self.settings,
+                            pool=fields.get("pool"))
 
     def add(self, line):
         parsed = parse(line)
@@ -141,6 +145,11 @@ class Report:
                 except ValueError:
                     return
                 self.delay_total += waited
+                if "pool" in fields:
+                    seen = self.pools.setdefault(fields["pool"], [0, 0, 0])
+                    seen[0] += 1
+                    seen[1] += waited
+                    seen[2] = max(seen[2], waited)
                 for i, (limit, _) in enumerate(DELAY_BUCKETS):
                     if limit is None or waited < limit:
                         self.delays[i] += 1
@@ -197,10 +206,20 @@ class Report:
         out.write("\nclients greylisted most\n")
         for client, count in self.top_clients():
             out.write("  %9d %s\n" % (count, client))
+        if self.pools:
+            out.write("\ndelay of host pools (GL_HOST_POOLS) that passed after greylisting\n")
+            for pool, (count, total, longest) in self.top_pools():
+                out.write("  %9d mean %-7s longest %-7s %s\n" % (
+                    count, _span(total / count), _span(longest), pool))
         if self.learning:
             out.write("\nlearning mode: would have greylisted %d\n" % sum(self.learning.values()))
             for reason, count in self.learning_counts():
                 out.write("  %-14s %9d\n" % (reason, count))
+
+    def top_pools(self, limit=TOP):
+        """The host pools whose mail passed after greylisting most often,
+        with [passes, total wait, longest wait]."""
+        return heapq.nsmallest(limit, self.pools.items(), key=lambda i: (-i[1][0], i[0]))
 
     def learning_counts(self):
         return sorted(self.learning.items(), key=lambda i: (-i[1], i[0]))

@@ -145,6 +145,9 @@ TABLE = (
      "with GL_MASK_IP=1, the prefix length of an IPv4 client's network"),
     ("GL_IPV6_PREFIX", bounded(16, 128), "64",
      "with GL_MASK_IP=1, the prefix length of an IPv6 client's network"),
+    ("GL_HOST_POOLS", boolean, "0",
+     "1: key a client whose forward-confirmed host name (TCPREMOTEHOST, tcpserver -p) names "
+     "a provider's sending pool by that pool instead of its network"),
     ("GL_LOCK_TIMEOUT", duration, "3",
      "longest wait for the database lock; then GL_ON_ERROR applies"),
     ("GL_ON_ERROR", choice("accept", "defer", "local"), "accept",
