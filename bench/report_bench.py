@@ -3,7 +3,8 @@
     python3 bench/report_bench.py FILE [LINES]
 
 Writes FILE with LINES (default 1,000,000) multilog lines, then runs
-qgrey-report on it and prints the time taken.
+qgrey-report on it, without and with --html, and prints the time taken and
+the peak memory of each.
 """
 import os
 import random
@@ -37,16 +38,32 @@ def write(path, count):
                 stamp, action, reason, client, sender, rcpt, waited))
 
 
+def timed(argv):
+    """Run argv -> (stdout, seconds, peak resident KiB of the child)."""
+    started = time.monotonic()
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    out = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        sys.exit("%s: exit status %d" % (" ".join(argv), process.returncode))
+    return out, time.monotonic() - started, usage.ru_maxrss
+
+
 def main():
     path = sys.argv[1]
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 10 ** 6
     write(path, count)
-    started = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", "from qgrey.report import main; main()", path],
-                            stdout=subprocess.PIPE, text=True)
-    elapsed = time.monotonic() - started
-    print(result.stdout)
-    print("%d lines (%.0f MiB) in %.1f s" % (count, os.path.getsize(path) / 2 ** 20, elapsed))
+    report = [sys.executable, "-c", "from qgrey.report import main; main()"]
+    text, text_seconds, text_kib = timed(report + [path])
+    page = path + ".html"
+    html_text, html_seconds, html_kib = timed(report + ["--html", page, path])
+    print(text)
+    print("%d lines (%.0f MiB):" % (count, os.path.getsize(path) / 2 ** 20))
+    print("  text report:        %.1f s, peak %d KiB" % (text_seconds, text_kib))
+    print("  with --html PAGE:   %.1f s, peak %d KiB, page %d KiB, same text: %s" % (
+        html_seconds, html_kib, os.path.getsize(page) // 1024, "yes" if html_text == text else "NO"))
+    os.unlink(page)
 
 
 if __name__ == "__main__":
