@@ -129,8 +129,8 @@ def main(argv=None):
             err.strerror or err, ": " + err.filename if getattr(err, "filename", None) else ""))
         return 111
     sys.stdout.write("installed in %s: %s\n" % (bin_dir, " ".join(written)))
-    sys.stdout.write("control/smtpplugins: [rcpt] %s/qgrey  ([data] %s/qgrey-data with "
-                     "GL_STAGE=data)\n" % (bin_dir, bin_dir))
+    sys.stdout.write("control/smtpplugins: [rcpt] %s/qgrey  (with GL_STAGE=data also: [mail] "
+                     ":echo SQGREY_DATA=  [data] %s/qgrey-data)\n" % (bin_dir, bin_dir))
     return 0
 
 

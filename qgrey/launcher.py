@@ -3,6 +3,12 @@
     python3 -m qgrey.launcher /var/qmail/bin/qgrey              [rcpt] entry
     python3 -m qgrey.launcher --data /var/qmail/bin/qgrey-data  [data] entry (GL_STAGE=data)
 
+GL_STAGE=data also needs a [mail] entry, which is no file: the line
+    :echo SQGREY_DATA=
+listed last under [mail] (qmail-spp runs it with /bin/sh -c; no Python).
+It empties QGREY_DATA at every MAIL qmail-smtpd accepts, so that nothing the
+RCPTs of one transaction recorded is taken for the next one's.
+
 qmail-spp starts the plugin for every RCPT. The launcher runs this very
 interpreter with -I -S: no site processing (which can cost several times a
 bare start-up) and no environment variables that change Python's behaviour,
@@ -29,12 +35,16 @@ main()
 '''
 
 
+# The [mail] entry (GL_STAGE=data): a line of control/smtpplugins, not a file.
+MAIL_ENTRY = ":echo SQGREY_DATA="
+
 # The [data] entry (GL_STAGE=data): a shell script that starts Python only
-# when a RCPT of this transaction recorded something, so messages of relay
-# clients and whitelisted clients cost no Python start at DATA.
+# when a RCPT of this transaction recorded something (QGREY_DATA is unset
+# before the first MAIL, and empty from each MAIL until a RCPT records), so
+# messages of relay clients and whitelisted clients cost no Python start at DATA.
 DATA_TEMPLATE = '''#!/bin/sh
 # qgrey [data] launcher for qmail-spp, written by: python3 -m qgrey.launcher --data
-[ -n "${{QGREY_DATA+set}}" ] || exit 0
+[ -n "${{QGREY_DATA-}}" ] || exit 0
 exec {python} -IS -c {code}
 '''
 DATA_CODE = '''import sys

@@ -16,6 +16,7 @@ GL_STAGE=data: at RCPT each recipient is decided and recorded as above, but
 never refused for greylisting; what the message needs is passed to the
 [data] run in the variable QGREY_DATA (S), which refuses the whole message
 once (E451) or accepts it with one header (H) and clears the variable (U).
+The [mail] entry (":echo SQGREY_DATA=", no Python) empties it at every MAIL.
 See data_at_rcpt() and decide_data().
 
 Only posix, time and the qgrey modules a decision needs are imported here.
@@ -256,11 +257,23 @@ def decide(environ, now, problems):
 
 # GL_STAGE=data: the state of the current transaction, passed from RCPT to
 # DATA in qmail-smtpd's environment. qmail-spp keeps such variables for the
-# whole connection (RSET and a new MAIL do not clear them), so the state
-# names its transaction: the RCPT count it was written at (a new transaction
-# starts counting again) and a mark of the envelope sender.
+# whole connection (RSET, HELO and a new MAIL do not clear them), so the
+# state must be tied to its transaction:
+# - The [mail] entry, the line ":echo SQGREY_DATA=" listed last under [mail],
+#   empties QGREY_DATA at every MAIL that qmail-smtpd accepts. A state built
+#   on that (its mark is OPENED) belongs to the transaction until the next
+#   such MAIL, whatever the counts say: a MAIL refused by a [mail] plugin
+#   leaves the open transaction going, with SMTPRCPTCOUNTALL counting from 0
+#   again and SMTPMAILFROM set to the refused address.
+# - Without it (qgrey listed under [rcpt] and [data] only), the state names
+#   its transaction by the RCPT count it was written at (a new transaction
+#   counts again) and a mark of the envelope sender. That fails when the
+#   first RCPT of the next transaction never reaches qgrey, so qgrey warns.
 STATE = b"QGREY_DATA"
 UNSET = b"U" + STATE + b"\n"
+OPENED = "mail"  # the mark of a state in a transaction the [mail] entry opened
+NO_MAIL_ENTRY = ("GL_STAGE=data without the [mail] entry: list the line ':echo SQGREY_DATA=' "
+                 "last under [mail] in control/smtpplugins")
 NOT_REFUSED_AT_DATA = ("greytrap", "trapped")
 
 
@@ -272,8 +285,13 @@ def sender_mark(sender):
     return "%08x" % value
 
 
+def _is_mark(text):
+    return text == OPENED or (len(text) == 8 and all(c in "0123456789abcdef" for c in text))
+
+
 class TransactionState:
-    """countall,recorded,greylisted,waited,reason,first-greylisting-reason,sender-mark"""
+    """countall,recorded,greylisted,waited,reason,first-greylisting-reason,mark
+    (mark: OPENED, or the sender mark when there is no [mail] entry)"""
 
     def __init__(self, countall, recorded=0, greylisted=0, waited=0, reason="-", refused="-",
                  mark=""):
@@ -289,7 +307,8 @@ class TransactionState:
     def decode(cls, raw):
         """None when raw is not a state qgrey wrote."""
         fields = raw.decode("ascii", "replace").split(",")
-        if len(fields) != 7 or not all(f.isdigit() and f.isascii() for f in fields[:4]):
+        if len(fields) != 7 or not all(f.isdigit() and f.isascii() for f in fields[:4]) \
+                or not _is_mark(fields[6]):
             return None
         return cls(*[int(f) for f in fields[:4]] + fields[4:])
 
@@ -299,19 +318,32 @@ def _count(environ, name):
     return int(value) if value.isdigit() and len(value) < 10 else 0
 
 
+def _of_this_transaction(state, environ, at_data):
+    if state.mark == OPENED:
+        return True
+    count = _count(environ, b"SMTPRCPTCOUNTALL")
+    # At a RCPT the count has gone up since the state was written; at DATA
+    # it is still the last RCPT's.
+    if state.countall > count or (state.countall == count and not at_data):
+        return False
+    return state.mark == sender_mark(environ.get(b"SMTPMAILFROM", b""))
+
+
 def current_state(environ):
-    """The state of this transaction, or None; and whether a stale one is set."""
+    """At a RCPT: the state of this transaction, or None; and whether a state
+    of an earlier transaction is set (to be cleared)."""
     raw = environ.get(STATE)
     if raw is None:
         return None, False
+    if not raw:  # emptied by the [mail] entry: nothing recorded in this transaction yet
+        return TransactionState(0, mark=OPENED), False
     state = TransactionState.decode(raw)
-    if (state is None or state.countall >= _count(environ, b"SMTPRCPTCOUNTALL")
-            or state.mark != sender_mark(environ.get(b"SMTPMAILFROM", b""))):
+    if state is None or not _of_this_transaction(state, environ, at_data=False):
         return None, True
     return state, False
 
 
-def data_at_rcpt(decision, environ):
+def data_at_rcpt(decision, environ, problems):
     """A RCPT at GL_STAGE=data: record this recipient's verdict in the
     transaction's state instead of refusing it. Greytraps are still refused
     at once; a state left by an earlier transaction is cleared."""
@@ -321,6 +353,8 @@ def data_at_rcpt(decision, environ):
             or decision.reason in NOT_REFUSED_AT_DATA:
         decision.reply = prefix + decision.reply
         return decision
+    if state is None or state.mark != OPENED:
+        problems.append(NO_MAIL_ENTRY)
     if state is None:
         state = TransactionState(0, mark=sender_mark(environ.get(b"SMTPMAILFROM", b"")))
     state.countall = _count(environ, b"SMTPRCPTCOUNTALL")
@@ -341,16 +375,16 @@ def data_at_rcpt(decision, environ):
 
 def decide_data(environ, now, problems):
     """The [data] run at GL_STAGE=data: the whole message at once."""
-    if STATE not in environ:
+    raw = environ.get(STATE)
+    if not raw:  # unset, or emptied at MAIL: no RCPT of this transaction recorded anything
         return skip("no-state")
     for name, reason in ((b"GL_WHITELISTED", "whitelisted"), (b"RELAYCLIENT", "relayclient")):
         if name in environ:
             return Decision("skip", reason, UNSET)
     if environ.get(b"SMTPAUTHUSER"):
         return Decision("skip", "authenticated", UNSET)
-    state = TransactionState.decode(environ[STATE])
-    if (state is None or state.countall > _count(environ, b"SMTPRCPTCOUNTALL")
-            or state.mark != sender_mark(environ.get(b"SMTPMAILFROM", b""))):
+    state = TransactionState.decode(raw)
+    if state is None or not _of_this_transaction(state, environ, at_data=True):
         return Decision("skip", "stale", UNSET, detail="a state of another transaction; cleared")
     what = "at DATA: %d recipient%s recorded" % (state.recorded, "" if state.recorded == 1 else "s")
     if state.greylisted:
@@ -364,6 +398,21 @@ def decide_data(environ, now, problems):
         return Decision("skip", "nothing-recorded", UNSET)
     return Decision("message", "passed", UNSET + header(state.reason, state.waited, now),
                     state.waited, what)
+
+
+def after_internal_error(stage, environ):
+    """The reply of a run that failed inside (the command is accepted, as
+    always on an internal error) where a state is set: at DATA the message
+    passes, so its state goes; at a RCPT a state of an earlier transaction
+    must not outlive the run to be taken for this one's later."""
+    try:
+        if STATE not in environ:
+            return b""
+        if stage == "data":
+            return UNSET
+        return UNSET if current_state(environ)[1] else b""
+    except BaseException:
+        return UNSET
 
 
 def log_line(decision, environ):
@@ -413,10 +462,10 @@ def main(stage="rcpt"):
         else:
             decision = decide(environ, int(time.time()), problems)
             if decision.stage == "data" or STATE in environ:
-                decision = data_at_rcpt(decision, environ)
+                decision = data_at_rcpt(decision, environ, problems)
         log = log_line(decision, environ)
     except BaseException as err:  # never a traceback: accept, say why in one line
-        decision = Decision("error", "internal")
+        decision = Decision("error", "internal", after_internal_error(stage, environ))
         try:
             detail = "".join(c if " " <= c <= "~" else "?" for c in repr(err)[:200])
         except BaseException:
