@@ -146,7 +146,8 @@ class SqliteStore(FileStore):
         return None if row is None else Entry(*row)
 
     def _put(self, key, entry):
-        self._sql("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", (key,) + entry.fields())
+        self._sql("INSERT OR REPLACE INTO entries (key, first, last, passed, tries) "
+                  "VALUES (?, ?, ?, ?, ?)", (key,) + entry.fields())
 
     def _delete(self, key):
         self._sql("DELETE FROM entries WHERE key = ?", (key,))

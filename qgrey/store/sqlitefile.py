@@ -12,9 +12,17 @@ so no writer, qgrey's or any other process's, can be writing pages into
 the file while it reads, and it reads while a qgrey writer prepares its
 transaction (RESERVED), as SQLite readers do. A journal beside the file
 with no writer holding RESERVED is hot (a writer died mid-commit): only
-SQLite may read, and roll it back, then. Anything else it does not know
-(WAL mode, overflow pages, an odd page) raises Unsupported, and the caller
-asks SQLite itself.
+SQLite may read, and roll it back, then.
+
+It answers only as SQLite would: the schema must be qgrey's one table
+exactly (or empty: no such table); a key is searched as SQLite searches it
+(the same cells compared in the same order, down to a leaf, then SQLite's
+step to the next entry), on a path that must be a sound B-tree path (keys
+in order and within their parents' keys, pages of the right type, no
+cycle); a row is read only when its record is whole (its sizes add up to
+its payload) and holds text and four integers. Anything else (WAL mode,
+another object in the schema, an odd page or record) raises Unsupported,
+and the caller asks SQLite itself.
 """
 import posix
 import time
@@ -77,6 +85,14 @@ SCHEMA = (
 STORED_SCHEMA = {b"entries": SCHEMA.replace("IF NOT EXISTS ", "").encode()}
 # A key or record larger than this is not qgrey's (keys are capped far lower).
 MAX_PAYLOAD = 1 << 20
+# SQLite's cursor holds at most this many pages of a path (BTCURSOR_MAX_DEPTH):
+# a deeper path is corrupt to SQLite.
+MAX_DEPTH = 20
+# The byte length of a value of each serial type below 12; None: 7 (a float)
+# and 10, 11 (reserved), which qgrey never writes.
+_LENGTHS = (0, 1, 2, 3, 4, 6, 8, None, 0, 0, None, None)
+# The serial types of an integer: 1 to 8 bytes, the constants 0 and 1.
+_INTEGERS = frozenset((1, 2, 3, 4, 5, 6, 8, 9))
 
 
 def _varint(buf, pos):
@@ -90,65 +106,59 @@ def _varint(buf, pos):
 
 
 def _record(payload):
-    """Record format -> list of values (int, bytes or None)."""
+    """Record format -> (serial types, values: int, bytes or None), read as
+    SQLite's OP_Column reads a record all of whose columns it wants: the
+    serial types fill the header exactly, and the sizes they give add up to
+    the payload exactly (SQLite calls the record corrupt otherwise)."""
+    end = len(payload)
     header_size, pos = _varint(payload, 0)
-    if header_size > len(payload):
+    if not pos <= header_size <= end:
         raise Unsupported("record header beyond the payload")
-    types = []
+    serials, values, at = [], [], header_size
     while pos < header_size:
         serial, pos = _varint(payload, pos)
-        types.append(serial)
-    values, pos = [], header_size
-    for serial in types:
-        if serial == 0:
-            values.append(None)
-            continue
-        if serial in (8, 9):
-            values.append(serial - 8)
-            continue
-        if serial <= 6:
-            size = (0, 1, 2, 3, 4, 6, 8)[serial]
-        elif serial >= 12:
+        if serial >= 12:
             size = (serial - 12) >> 1
-        else:  # 7: a float; 10, 11: reserved
-            raise Unsupported("serial type %d" % serial)
-        if pos + size > len(payload):
-            raise Unsupported("record value beyond the payload")
-        value = payload[pos:pos + size]
-        values.append(int.from_bytes(value, "big", signed=True) if serial <= 6 else bytes(value))
-        pos += size
-    return values
+            value = payload[at:at + size]
+        else:
+            size = _LENGTHS[serial]
+            if size is None:  # 7: a float; 10, 11: reserved
+                raise Unsupported("serial type %d" % serial)
+            if serial >= 8:
+                value = serial - 8
+            elif serial:
+                value = int.from_bytes(payload[at:at + size], "big", signed=True)
+            else:
+                value = None
+        serials.append(serial)
+        values.append(value)
+        at += size
+    if pos != header_size or at != end:
+        raise Unsupported("record sizes do not add up to its payload")
+    return serials, values
 
 
 def _text_key(payload):
-    """The first column of a record, which must be text, without the rest."""
-    header_size, pos = _varint(payload, 0)
-    serial, _ = _varint(payload, pos)
-    size = (serial - 13) >> 1
-    if serial < 13 or not serial & 1 or header_size + size > len(payload):
+    """The first column of an index record, which must be text, without the
+    rest; read as SQLite's comparison (vdbeRecordCompareString) reads it, so
+    the header size must be one byte, and the text must lie in the payload."""
+    header_size = payload[0]
+    serial, pos = _varint(payload, 1)
+    if header_size >= 0x80 or pos > header_size or serial < 13 or not serial & 1:
         raise Unsupported("key is not text")
-    return payload[header_size:header_size + size]
+    end = header_size + ((serial - 13) >> 1)
+    if end > len(payload):
+        raise Unsupported("key beyond the payload")
+    return payload[header_size:end]
 
 
-class _Cells:
-    """The cell pointers of a page, decoded only when a search asks."""
-    __slots__ = ("data", "base", "count", "low", "high")
-
-    def __init__(self, data, base, count, high):
-        self.data, self.base, self.count = data, base, count
-        self.low, self.high = base + 2 * count, high
-
-    def __len__(self):
-        return self.count
-
-    def __getitem__(self, index):
-        if not 0 <= index < self.count:
-            raise IndexError(index)
-        pos = self.base + 2 * index
-        cell = self.data[pos] << 8 | self.data[pos + 1]
-        if not self.low <= cell < self.high:
-            raise Unsupported("cell pointer out of the page")
-        return cell
+def _row(payload, key):
+    """A row qgrey wrote: the key (text) and four integers; anything else declines."""
+    serials, values = _record(payload)
+    if (len(values) != 5 or serials[0] < 13 or not serials[0] & 1 or values[0] != key
+            or not _INTEGERS.issuperset(serials[1:])):
+        raise Unsupported("not a row of qgrey's")
+    return values
 
 
 class Reader:
@@ -181,6 +191,10 @@ class Reader:
             self.pages = int.from_bytes(header[28:32], "big")
             if header[92:96] != header[24:28] or self.pages * self.page_size != posix.fstat(self.fd).st_size:
                 raise Unsupported("page count not valid")
+            # More cells than this on a page are corrupt to SQLite (MX_CELL).
+            self.max_cells = (self.page_size - 8) // 6
+            # SQLite never reads the page holding its lock bytes.
+            self.lock_page = PENDING_BYTE // self.page_size + 1
             self.cache = {}
         except BaseException:
             posix.close(self.fd)
@@ -197,7 +211,7 @@ class Reader:
         return page
 
     def _read(self, number):
-        if not 1 <= number <= self.pages:
+        if not 1 <= number <= self.pages or number == self.lock_page:
             raise Unsupported("page %d out of range" % number)
         data = posix.pread(self.fd, self.page_size, (number - 1) * self.page_size)
         if len(data) != self.page_size:
@@ -205,23 +219,28 @@ class Reader:
         return data
 
     def _read_page(self, number):
+        """-> (type, data, offset of the cell pointers, cell count, right
+        child), the header checked as SQLite checks it (btreeInitPage), and
+        the cell pointers within the usable space."""
         data = self._read(number)
         start = 100 if number == 1 else 0
         kind = data[start]
         if kind not in (2, 5, 10, 13):
             raise Unsupported("page type %d" % kind)
-        count = int.from_bytes(data[start + 3:start + 5], "big")
-        interior = kind in (2, 5)
+        count = data[start + 3] << 8 | data[start + 4]
+        interior = kind < 8
         pointers = start + (12 if interior else 8)
-        if pointers + 2 * count > self.usable:
+        if count > self.max_cells or pointers + 2 * count > self.usable:
             raise Unsupported("too many cells")
-        cells = _Cells(data, pointers, count, self.usable)
         right = int.from_bytes(data[start + 8:start + 12], "big") if interior else 0
-        return kind, data, cells, right
+        return kind, data, pointers, count, right
 
     def _payload(self, data, pos, table_leaf):
         """A cell's payload, followed into its overflow pages if need be."""
-        size, pos = _varint(data, pos)
+        size, after = _varint(data, pos)
+        if after - pos > 4:  # SQLite reads a longer size its own way
+            raise Unsupported("payload size")
+        pos = after
         if table_leaf:
             _, pos = _varint(data, pos)  # rowid
             most = self.usable - 35
@@ -242,74 +261,134 @@ class Reader:
         parts = [data[pos:pos + local]]
         left = size - local
         number = int.from_bytes(data[pos + local:pos + local + 4], "big")
-        for _ in range(self.pages):
-            if not left:
-                break
+        seen = set()
+        while left:
+            if number in seen:
+                raise Unsupported("overflow chain in a loop")
+            seen.add(number)
             page = self._read(number)
             part = page[4:4 + min(left, self.usable - 4)]
             parts.append(part)
             left -= len(part)
             number = int.from_bytes(page[:4], "big")
-        if left:
-            raise Unsupported("overflow chain too short")
         return b"".join(parts)
 
     def root_page(self, table):
         """The root page of table, which must be exactly the table qgrey
-        creates, or None when no object of that name exists."""
-        kind, data, cells, _ = self._page(1)
+        creates, or None when the schema is empty (no such table).
+
+        SQLite reads and parses every row of its schema before any
+        statement, and calls the whole file malformed when one is corrupt,
+        or names in its columns another object than its statement creates
+        (sqlite3CheckObjectName), or its statement does not parse. The
+        reader cannot parse SQL: the schema must be qgrey's one row, well
+        formed and exactly as qgrey's SQLite writes it, or empty."""
+        kind, data, pointers, count, _ = self._page(1)
         if kind != 0x0D:
             raise Unsupported("large schema")
-        found = []
-        for cell in cells:
-            row = _record(self._payload(data, cell, True))
-            if len(row) == 5 and isinstance(row[1], bytes) and row[1].lower() == table:
-                found.append(row)
-        if not found:
-            return None
-        if len(found) != 1:
-            raise Unsupported("more than one object named %r" % table)
-        kind, name, owner, root, sql = found[0]
-        if (kind, name, owner, sql) != (b"table", table, table, STORED_SCHEMA.get(table)):
-            raise Unsupported("not the table qgrey creates")
-        if type(root) is not int or not 2 <= root <= self.pages:
-            raise Unsupported("bad root page")
-        return root
+        end = pointers + 2 * count
+        found = None
+        for index in range(count):
+            at = pointers + 2 * index
+            cell = data[at] << 8 | data[at + 1]
+            if not end <= cell < self.usable:
+                raise Unsupported("cell pointer out of the page")
+            serials, row = _record(self._payload(data, cell, True))
+            expected = (b"table", table, table, STORED_SCHEMA.get(table))
+            if (found is not None or len(row) != 5 or serials[3] not in _INTEGERS
+                    or any(s < 13 or not s & 1 for s in serials[:3] + serials[4:])
+                    or (row[0], row[1], row[2], row[4]) != expected):
+                raise Unsupported("a schema other than qgrey's one table")
+            found = row[3]
+            if not 2 <= found <= self.pages:
+                raise Unsupported("bad root page")
+        return found
 
     def find(self, root, key):
-        """The record whose first column is key, or None."""
+        """-> the payload of the record whose first column is key, or None.
+
+        The search is SQLite's own for this SELECT (OP_SeekGE, that is
+        sqlite3BtreeIndexMoveto, then OP_IdxGT): the same cells compared in
+        the same order, always down to a leaf (an equal key compares as
+        greater), then a step to the next entry where the leaf's last cell
+        compared is less than key (up into an interior cell if the leaf
+        ends there). The key is found only where it was compared equal on
+        the way and the step lands on that very cell.
+
+        The path must also be a sound B-tree path, which SQLite does not
+        check: every key compared lies strictly between the keys compared
+        before it on either side (so the cells compared on a page are in
+        order, and a child's keys lie between its parent's keys around it);
+        pages are index pages, those below the root hold cells; child page
+        numbers are in range and not repeated; the path is no deeper than
+        SQLite's cursor goes. Anything else declines."""
+        usable, pages = self.usable, self.pages
         number = root
-        for _ in range(32):
-            kind, data, cells, right = self._page(number)
-            if kind not in (0x02, 0x0A):
-                raise Unsupported("page type %d" % kind)
-            interior = kind == 0x02
-            low, high = 0, len(cells)
-            while low < high:
-                middle = (low + high) // 2
-                payload = self._payload(data, cells[middle] + (4 if interior else 0), False)
-                found = _text_key(payload)
-                if found == key:
-                    return _record(payload)
-                if found < key:
-                    low = middle + 1
-                else:
-                    high = middle
-            if not interior:
-                return None
-            if low == len(cells):
-                number = right
+        low = high = None  # every key compared from here on lies between these
+        path = []  # interior pages passed: (number, cell count, index gone down at)
+        found = None  # (number, index, payload) where key was compared equal
+        for _ in range(MAX_DEPTH):
+            kind, data, pointers, count, right = self._page(number)
+            if kind == 0x0A:
+                offset = 0
+            elif kind == 0x02:
+                offset = 4
             else:
-                number = int.from_bytes(data[cells[low]:cells[low] + 4], "big")
-        raise Unsupported("tree too deep")
-
-
-def _row(record, key):
-    """A row qgrey wrote: the key and four integers; anything else declines."""
-    if (len(record) != 5 or record[0] != key
-            or not all(type(value) is int for value in record[1:])):
-        raise Unsupported("not a row of qgrey's")
-    return record
+                raise Unsupported("page type %d" % kind)
+            if not count:
+                if path or offset:
+                    raise Unsupported("page %d without cells" % number)
+                return None  # an empty table
+            end = pointers + 2 * count
+            lower, upper = 0, count - 1
+            index = upper >> 1
+            while True:
+                at = pointers + 2 * index
+                cell = data[at] << 8 | data[at + 1]
+                if not end <= cell < usable:
+                    raise Unsupported("cell pointer out of the page")
+                payload = self._payload(data, cell + offset, False)
+                cell_key = _text_key(payload)
+                if (low is not None and cell_key <= low) or (high is not None and cell_key >= high):
+                    raise Unsupported("keys out of order on page %d" % number)
+                if cell_key < key:
+                    less = True
+                    lower, low = index + 1, cell_key
+                else:
+                    less = False
+                    if cell_key == key:
+                        found = number, index, payload
+                    upper, high = index - 1, cell_key
+                if lower > upper:
+                    break
+                index = (lower + upper) >> 1
+            if not offset:
+                break
+            if lower < count:
+                at = pointers + 2 * lower
+                cell = data[at] << 8 | data[at + 1]  # compared above: within the page
+                child = int.from_bytes(data[cell:cell + 4], "big")
+            else:
+                child = right
+            path.append((number, count, lower))
+            if not 2 <= child <= pages or any(child == p[0] for p in path):
+                raise Unsupported("child page %d" % child)
+            number = child
+        else:
+            raise Unsupported("tree deeper than SQLite reads")
+        if found is None:
+            return None
+        if less:  # the step to the next entry
+            index += 1
+            if index == count:
+                for number, count, index in reversed(path):
+                    if index < count:
+                        break
+                else:
+                    raise Unsupported("no entry after the leaf")
+        if (number, index) != found[:2]:
+            raise Unsupported("key found away from where SQLite's search ends")
+        return found[2]
 
 
 def lookup(path, table, key, deadline=None):
@@ -326,8 +405,8 @@ def lookup_many(path, table, keys, deadline=None):
         root = reader.root_page(table)
         rows = []
         for key in keys:
-            record = None if root is None or key is None else reader.find(root, key)
-            rows.append(None if record is None else _row(record, key))
+            payload = None if root is None or key is None else reader.find(root, key)
+            rows.append(None if payload is None else _row(payload, key))
         return rows
     except (Unsupported, OSError):
         raise
