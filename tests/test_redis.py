@@ -159,7 +159,9 @@ def test_redis_killed_or_hung_mid_run_never_stalls_a_session(launcher, server, h
     after = [r for _, r in results[-8:]]
     for seconds, result in results:
         line = check(result)
-        assert seconds < 0.5 + 3, (seconds, line)
+        # GL_REDIS_TIMEOUT plus room for starting Python 8 at a time on a
+        # busy machine; a stall would last until SIGCONT, after the run.
+        assert seconds < 0.5 + 6, (seconds, line)
         if b"action=error" in line:
             assert result.stdout == DEFERRED
             reason = b"timeout" if how == "SIGSTOP" else b"unreachable"
