@@ -341,7 +341,8 @@ def parser():
 
     p = sub.add_parser("list", aliases=["show"], help="list entries",
                        description="List entries, filtered; times are relative to now.")
-    p.add_argument("--client", help="client address (matched as the plugin keys it) or network")
+    p.add_argument("--client", help="client address (matched as the plugin keys it), network, "
+                   "or host pool (GL_HOST_POOLS)")
     p.add_argument("--sender", help="sender address, <> for the null sender, or @domain")
     p.add_argument("--recipient", help="recipient address or @domain")
     p.add_argument("--state", choices=STATES)
@@ -360,7 +361,8 @@ def parser():
         p.add_argument("--key", help="the key as list prints it")
         p.add_argument("--client", metavar="ADDRESS[/PREFIX]", help=(
             "allow: add this address or network to GL_DIR/whitelist-clients (permanent); "
-            "delete: forget the client's auto-whitelisting and greytrap entries"))
+            "delete: forget the client's (an address, or a host pool) auto-whitelisting and "
+            "greytrap entries"))
         p.set_defaults(run=run)
 
     p = sub.add_parser("stats", help="counts by state and age", description="Counts by state and age.")
