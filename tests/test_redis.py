@@ -63,7 +63,8 @@ def test_a_sender_refused_at_one_host_passes_at_the_other(launcher, server, host
     check(decide(launcher, mx2, server), GREYLISTED, "greylist", "early")
     age(server, KEY, 400)
     line = check(decide(launcher, mx2, server), action="pass", reason="delayed")
-    assert b" waited=400" in line
+    # 400 s moved back, plus the seconds the three runs took
+    assert re.search(rb" waited=40[0-3]\b", line), line
     result = decide(launcher, mx1, server)
     assert result.stdout.startswith(b"HX-Greylist: passed (known sender) by qgrey-")
     assert server.cli("GET", KEY).split()[3] == "2"
