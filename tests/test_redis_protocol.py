@@ -32,7 +32,7 @@ from qgrey.store.redis import MAX_LINE, Connection, ErrorReply, command
 from test_hostile import GREYLISTED, check
 
 TIMEOUT = 0.5  # GL_REDIS_TIMEOUT's default, set explicitly in every run
-SLACK = 1.5    # interpreter start-up and the local store, on a loaded machine
+SLACK = 2.5    # interpreter start-up and the local store, on a loaded machine
 
 
 # --- 1. the pure parsing ----------------------------------------------------
