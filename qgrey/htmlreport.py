@@ -297,26 +297,25 @@ def greylisted_most(report, out):
     out.write("<section>\n<h2>Networks greylisted most</h2>\n"
               "<p>Grouped by the client field of the plugin's key (GL_MASK_IP, "
               "GL_IPV4_PREFIX, GL_IPV6_PREFIX), or its host pool (GL_HOST_POOLS).</p>\n")
-    networks = report.top_networks()
-    if networks:
-        top = networks[0][1]
-        out.write('<table id="networks">\n<tr><th>network</th><th class="n">greylisted</th><th></th></tr>\n')
-        for network, count in networks:
-            out.write('<tr><td><code>%s</code></td><td class="n">%s</td>%s</tr>\n'
-                      % (escape(network), number(count), bar_cell(count, top)))
-        out.write("</table>\n")
+    count_table(out, "networks", "network", report.top_networks())
     out.write("<h3>Clients greylisted most</h3>\n")
-    clients = report.top_clients()
-    if clients:
-        top = clients[0][1]
-        out.write('<table id="clients">\n<tr><th>client</th><th class="n">greylisted</th><th></th></tr>\n')
-        for client, count in clients:
-            out.write('<tr><td><code>%s</code></td><td class="n">%s</td>%s</tr>\n'
-                      % (escape(client), number(count), bar_cell(count, top)))
-        out.write("</table>\n")
-    else:
+    if not count_table(out, "clients", "client", report.top_clients()):
         out.write("<p>None greylisted.</p>\n")
     out.write("</section>\n")
+
+
+def count_table(out, table_id, what, rows):
+    """A table of (name, greylistings), largest first, with bars; -> whether any."""
+    if not rows:
+        return False
+    top = rows[0][1]
+    out.write('<table id="%s">\n<tr><th>%s</th><th class="n">greylisted</th><th></th></tr>\n'
+              % (table_id, what))
+    for name, count in rows:
+        out.write('<tr><td><code>%s</code></td><td class="n">%s</td>%s</tr>\n'
+                  % (escape(name), number(count), bar_cell(count, top)))
+    out.write("</table>\n")
+    return True
 
 
 # Learning mode (GL_LEARN=1): what would have been greylisted.

@@ -7,6 +7,19 @@ import sys
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def pytest_configure(config):
+    """The tests run the installed package and commands: without them, one
+    line that says so instead of an error per test module."""
+    try:
+        import qgrey  # noqa: F401
+    except ImportError:
+        pytest.exit("qgrey is not installed for %s: run pip install '.[test]' in a virtual "
+                    "environment and its pytest (see README, Tests)" % sys.executable, 4)
+    if not os.path.exists(os.path.join(os.path.dirname(sys.executable), "qgrey-admin")):
+        pytest.exit("the qgrey commands are not installed beside %s: run pip install "
+                    "'.[test]' with this interpreter (see README, Tests)" % sys.executable, 4)
 IS_ROOT = os.geteuid() == 0
 NOBODY = 65534
 

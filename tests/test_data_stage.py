@@ -19,7 +19,6 @@ against the real qmail-smtpd.
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 
@@ -30,6 +29,7 @@ from qgrey import VERSION
 from qgrey.launcher import MAIL_ENTRY
 from qgrey.plugin import NO_MAIL_ENTRY
 from redisserver import RedisServer
+from test_rules_plugin import age, stored, write
 
 MESSAGE = b"Greylisted, please try again later"
 GREYLISTED = b"E451 4.7.1 " + MESSAGE + b"\n"
@@ -283,31 +283,6 @@ def smtpd(launcher, data_launcher, gl_dir):
         env.setdefault("GL_STAGE", "data")
         return Smtpd(launcher, data_plugin or data_launcher, gl_dir, **env)
     return connect
-
-
-def age(gl_dir, seconds):
-    """Move every stored time back, as if that much time had passed (SQLite store)."""
-    db = sqlite3.connect(os.path.join(gl_dir, "qgrey.sqlite"), isolation_level=None)
-    db.execute("UPDATE entries SET first = first - ?, last = last - ?, "
-               "passed = CASE WHEN passed > 0 THEN passed - ? ELSE 0 END",
-               (seconds, seconds, seconds))
-    db.close()
-
-
-def stored(gl_dir):
-    path = os.path.join(gl_dir, "qgrey.sqlite")
-    if not os.path.exists(path):
-        return {}
-    db = sqlite3.connect(path)
-    try:
-        return {row[0]: row[1:] for row in db.execute("SELECT * FROM entries")}
-    finally:
-        db.close()
-
-
-def write(gl_dir, name, text):
-    with open(os.path.join(gl_dir, name), "w") as out:
-        out.write(text)
 
 
 def make_known(smtpd, gl_dir, sender=ALICE, recipients=RECIPIENTS, **env):

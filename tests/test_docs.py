@@ -32,9 +32,12 @@ def test_every_console_script_has_a_man_page():
 
 def test_ci_runs_the_readme_test_command():
     block = re.search(r"## Tests\n\n```sh\n(.*?)```", read("README.md"), re.S).group(1)
-    assert block.splitlines() == ["pip install '.[test]'", "pytest"]
+    assert block.splitlines() == [
+        "python3 -m venv /tmp/qgrey-venv && . /tmp/qgrey-venv/bin/activate",
+        "pip install '.[test]'", "pytest"]
     ci = read(".ci", "run")
-    assert "pip install" in ci and "[test]" in ci and '"$venv/bin/pytest"' in ci
+    assert '-m venv "$venv"' in ci and "pip install" in ci and "[test]" in ci \
+        and '"$venv/bin/pytest"' in ci
 
 
 @pytest.mark.parametrize("page", sorted(p for p in os.listdir(os.path.join(TOP, "man")) if p.endswith(".8")))
