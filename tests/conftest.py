@@ -22,6 +22,21 @@ def pytest_configure(config):
                     "'.[test]' with this interpreter (see README, Tests)" % sys.executable, 4)
 IS_ROOT = os.geteuid() == 0
 NOBODY = 65534
+IN_CI = os.environ.get("CI") == "true"
+
+
+def unavailable(why):
+    """A component a test needs cannot run here: skip, but under CI=true
+    (where .ci/run has installed everything) fail."""
+    if IN_CI:
+        pytest.fail("CI=true: %s" % why)
+    pytest.skip(why)
+
+
+def needs_root():
+    """Tests that stand in for two users (root and the plugin's) need root."""
+    if not IS_ROOT:
+        unavailable("needs root to act as two users")
 
 SPP_ENV = {
     "PROTO": "TCP",
