@@ -2,6 +2,9 @@
 
 Subcommands: list (show), allow, delete, stats, dump, load, check.
 Settings come from the environment and GL_DIR/config, as for the plugin.
+Run as root, it works with the ids of GL_DIR's owner (tool.become_owner),
+taken after a dump or load FILE is opened and before anything in GL_DIR is
+read; check --user takes that user's ids instead.
 
 Exit status: 0 done; 1 nothing matched (delete) or check found a problem;
 100 usage or bad input (including a damaged database); 111 temporary
@@ -12,7 +15,7 @@ import os
 import sys
 import time
 
-from qgrey import keys, lists, policy, settings as settings_module, tool
+from qgrey import files, keys, lists, policy, settings as settings_module, tool
 from qgrey.store import open_store
 from qgrey.tool import Failure
 
@@ -116,29 +119,53 @@ def triplet_key(args, settings):
     return keys.triplet(client, b"" if sender == b"<>" else sender, recipient, settings)
 
 
+def printable(text):
+    """text with anything but printable ASCII shown as '?' (for a terminal)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)
+
+
+# A list larger than this is not one qgrey-admin edits.
+LIST_LIMIT = 16 << 20
+
+
 def add_line(path, line):
-    """Append line to a list file unless it is there; the file is replaced
-    atomically. -> whether it was added."""
+    """Append line to a list file unless it is there -> whether it was added.
+
+    The list is read without following a link: a list that is a symbolic
+    link (to a file kept elsewhere, say) is refused with one line naming
+    the file to edit. The new list is written under a random name
+    (files.replace), 0644 so that the plugin's user reads it, and renamed
+    into place; run as root, it is given to the directory's owner on its
+    descriptor. Root never copies into it a list only root could read."""
+    directory = os.path.dirname(path) or "."
+    owner = os.stat(directory)
     try:
-        with open(path, "rb") as f:
-            text = f.read()
+        fd, st = files.open_regular(path, owners=(0, owner.st_uid))
     except FileNotFoundError:
         text = b""
+    except OSError as err:
+        if os.path.islink(path):
+            raise Failure("%s is a symbolic link to %s: add %s to that file instead "
+                          "(qgrey-admin does not write through links)"
+                          % (path, printable(os.readlink(path)), line))
+        raise Failure("cannot read %s: %s" % (path, files.describe(err)))
+    else:
+        try:
+            if os.geteuid() == 0 and not st.st_mode & 0o004:
+                raise Failure("%s is readable only by its owner: qgrey-admin run as root does "
+                              "not copy it into a list others can read; fix: chmod 644 %s "
+                              "(the plugin's user must read it)" % (path, path))
+            text = files.read_fd(fd, LIST_LIMIT, path)
+        except files.Refused as err:
+            raise Failure("cannot read %s: %s" % (path, files.describe(err)))
+        finally:
+            os.close(fd)
     if line.encode() in (row.split(b"#")[0].strip() for row in text.splitlines()):
         return False
     if text and not text.endswith(b"\n"):
         text += b"\n"
-    temporary = path + ".new"
-    with open(temporary, "wb") as f:
-        f.write(text + line.encode() + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
-    # The plugin's user must read it, whoever runs this: owner of GL_DIR, 0644.
-    os.chmod(temporary, 0o644)
-    if os.geteuid() == 0:
-        owner = os.stat(os.path.dirname(path))
-        os.chown(temporary, owner.st_uid, owner.st_gid)
-    os.replace(temporary, path)
+    files.replace(path, text + line.encode() + b"\n", mode=0o644,
+                  owner=(owner.st_uid, owner.st_gid) if os.geteuid() == 0 else None)
     return True
 
 
@@ -150,12 +177,13 @@ def scan_all(store):
 
 def cmd_list(args, settings, store, out):
     now = int(time.time())
-    client = None
+    client = awl = None
     if args.client:
         if "/" in args.client:
-            client = client_network(args.client)
+            client = awl = client_network(args.client)
         else:
             client = keys.client(args.client.encode(), settings)
+            awl = keys.awl_client(args.client.encode(), settings)  # GL_AWL_UNIT
     sender = args.sender and (args.sender if args.sender.startswith("@") else keys.address(
         b"" if args.sender == "<>" else args.sender.encode()))
     recipient = args.recipient and (args.recipient if args.recipient.startswith("@") else
@@ -179,7 +207,7 @@ def cmd_list(args, settings, store, out):
             if not (match(k_sender, sender) and match(k_recipient, recipient)):
                 continue
         else:  # client, trap: "kind CLIENT"; reply: "reply REMOTE>LOCAL"
-            if sender or recipient or (client and key.split(" ")[1] != client):
+            if sender or recipient or (client and key.split(" ")[1] not in (client, awl)):
                 continue
         age = now - entry.first
         if args.older_than is not None and age <= args.older_than:
@@ -222,7 +250,10 @@ def cmd_delete(args, settings, store, out):
         if args.key or args.triplet:
             raise Failure("give either --client or a triplet")
         client = keys.client(args.client.encode(), settings)
-        targets = [keys.client_key(client), keys.trap_key(client)]
+        awl = keys.awl_client(args.client.encode(), settings)  # GL_AWL_UNIT
+        # and the network's entry of before GL_AWL_UNIT, which passes it too
+        targets = [keys.client_key(awl)] + [keys.client_key(client)] * (awl != client) + [
+            keys.trap_key(client)]
     else:
         targets = [triplet_key(args, settings)]
     found = False
@@ -270,15 +301,11 @@ def cmd_stats(args, settings, store, out):
 
 
 def cmd_dump(args, settings, store, out):
-    target = out if args.file in (None, "-") else open(args.file, "w", encoding="ascii")
-    try:
-        target.write(DUMP_HEADER + "\n")
-        for key, entry in scan_all(store):
-            target.write(dump_line(key, entry))
-        target.flush()
-    finally:
-        if target is not out:
-            target.close()
+    target = args.stream or out  # FILE is opened by run, before it takes GL_DIR owner's ids
+    target.write(DUMP_HEADER + "\n")
+    for key, entry in scan_all(store):
+        target.write(dump_line(key, entry))
+    target.flush()
     return 0
 
 
@@ -298,8 +325,9 @@ def cmd_load(args, settings, store, out):
         lines = list(sys.stdin)
         source = lambda: iter(lines)  # noqa: E731
     else:
-        path = args.file
-        source = lambda: open(path, encoding="ascii", errors="replace")  # noqa: E731
+        def source():  # FILE, opened by run before it takes GL_DIR owner's ids
+            args.stream.seek(0)
+            return args.stream
     # A first pass checks every line, so that a bad file changes nothing.
     count = 0
     stream = source()
@@ -322,9 +350,10 @@ def cmd_load(args, settings, store, out):
     return 0
 
 
-def cmd_check(args, settings, store, out):
+def cmd_check(args, environ, out):
+    """check loads the settings itself, as the user it checks as."""
     from qgrey import check
-    return check.run(settings, args.user, out)
+    return check.run(environ, args.user, out, smtpplugins=args.smtpplugins)
 
 
 def duration_arg(text):
@@ -381,22 +410,43 @@ def parser():
                        description="Check that the plugin will work: settings, permissions of "
                        "GL_DIR and its files, database integrity. Exit 0 only if it will.")
     p.add_argument("--user", help="check as this user (the one qmail-smtpd runs as)")
+    p.add_argument("--smtpplugins", metavar="PATH", help="qmail-spp's plugin list to check "
+                   "qgrey's entries in (default: /var/qmail/control/smtpplugins)")
     p.set_defaults(run=cmd_check)
     return top
 
 
+def open_named_file(args):
+    """The dump or load FILE, opened while the tool still has the ids it was
+    run with: root names its own paths. -> file object or None (stdio)."""
+    name = getattr(args, "file", None)
+    if name in (None, "-"):
+        return None
+    if args.run is cmd_dump:
+        return open(name, "w", encoding="ascii")
+    return open(name, encoding="ascii", errors="replace")
+
+
 def run(argv, environ, out):
     args = parser().parse_args(argv)
-    settings = settings_module.load(environ)
-    if args.run is not cmd_check:
+    args.stream = open_named_file(args)
+    try:
+        if args.run is cmd_check:
+            if args.user is None:  # with --user, check takes that user's ids itself
+                tool.become_owner(settings_module.directory(environ))
+            return cmd_check(args, environ, out)
+        tool.become_owner(settings_module.directory(environ))
+        settings = settings_module.load(environ)
         for problem in settings.problems:
             sys.stderr.write("%s: warning: %s\n" % (PROGRAM, problem))
-    store = open_store(settings) if args.run is not cmd_check else None
-    try:
-        return args.run(args, settings, store, out)
-    finally:
-        if store is not None:
+        store = open_store(settings)
+        try:
+            return args.run(args, settings, store, out)
+        finally:
             store.close()
+    finally:
+        if args.stream is not None:
+            args.stream.close()
 
 
 def main():

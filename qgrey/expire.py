@@ -1,6 +1,7 @@
 """qgrey-expire: remove the entries whose retry window or lifetime is over.
 
-Run from cron as the plugin's user. Works in small batches, each one short
+Run from cron as the plugin's user; run as root, it takes the ids of
+GL_DIR's owner before it reads anything there. Works in small batches, each one short
 hold of the lock, re-checking each entry under the lock before deleting it,
 so plugins (and another qgrey-expire) run alongside it. Settings come from
 the environment and GL_DIR/config, as for the plugin.
@@ -111,6 +112,7 @@ def run(argv, environ, out):
         sys.stderr.write(USAGE + "\n")
         return 100
     force = argv == ["--vacuum"]
+    tool.become_owner(settings_module.directory(environ))
     settings = settings_module.load(environ)
     for problem in settings.problems:
         sys.stderr.write("%s: warning: %s\n" % (PROGRAM, problem))
