@@ -18,6 +18,8 @@ qgrey or upgrading Python.
 import os
 import sys
 
+from qgrey import files
+
 TEMPLATE = '''#!{python} -IS
 # qgrey launcher for qmail-spp, written by: python3 -m qgrey.launcher
 import sys
@@ -88,12 +90,10 @@ def main(argv=None):
         sys.stderr.write(USAGE)
         return 100
     target = argv[0]
-    temporary = target + ".new"
     try:
-        with open(temporary, "w") as out:
-            out.write(launcher_text(stage=stage))
-        os.chmod(temporary, 0o755)
-        os.replace(temporary, target)
+        # A new file under a random name, renamed over target: a link
+        # planted at target (or beside it) is replaced, never written through.
+        files.replace(target, launcher_text(stage=stage).encode(), 0o755)
     except OSError as err:
         sys.stderr.write("qgrey.launcher: fatal: cannot write %s: %s\n" % (target, err.strerror))
         return 111
