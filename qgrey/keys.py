@@ -8,7 +8,7 @@ in logs, dumps and SMTP replies alike:
 - addresses are lower-cased (compared case-insensitively) and cut after
   MAX_ADDRESS bytes;
 - a client is 'a.b.c.0/24' or '2001:db8:1:2::/64' when masked, the exact
-  address otherwise; IPv4-mapped IPv6 counts as IPv4; a value that is not an
+  address otherwise (auto-whitelisting entries: awl_client); IPv4-mapped IPv6 counts as IPv4; a value that is not an
   IP address is kept, escaped, as it is ('-' when empty); with
   GL_HOST_POOLS=1 a client whose host name names a provider's pool is that
   pool ('google.com', 'outbound.protection.outlook.com');
@@ -100,10 +100,9 @@ def format_ipv4(value):
     return "%d.%d.%d.%d" % (value >> 24, value >> 16 & 255, value >> 8 & 255, value & 255)
 
 
-def client(raw, settings):
-    """TCPREMOTEIP bytes -> client field of the key: the network
-    (GL_MASK_IP, GL_IPV4_PREFIX, GL_IPV6_PREFIX) or the exact address."""
-    mask = settings.mask_ip
+def _client(raw, v4_bits, v6_bits):
+    """TCPREMOTEIP bytes -> 'network/bits', or the exact address where the
+    bits are None."""
     raw = raw.strip()
     if not raw:
         return "-"
@@ -116,16 +115,42 @@ def client(raw, settings):
         if v6 >> 32 == 0xFFFF:  # IPv4-mapped
             v4 = v6 & 0xFFFFFFFF
         else:
-            if mask:
-                bits = getattr(settings, "ipv6_prefix", 64)
-                return format_ipv6(v6 >> (128 - bits) << (128 - bits)) + "/%d" % bits
+            if v6_bits is not None:
+                return format_ipv6(v6 >> (128 - v6_bits) << (128 - v6_bits)) + "/%d" % v6_bits
             return format_ipv6(v6)
     if v4 is None:
         return escape(raw[:64].lower())
-    if mask:
-        bits = getattr(settings, "ipv4_prefix", 24)
-        return format_ipv4(v4 >> (32 - bits) << (32 - bits)) + "/%d" % bits
+    if v4_bits is not None:
+        return format_ipv4(v4 >> (32 - v4_bits) << (32 - v4_bits)) + "/%d" % v4_bits
     return format_ipv4(v4)
+
+
+def client(raw, settings):
+    """TCPREMOTEIP bytes -> client field of the key: the network
+    (GL_MASK_IP, GL_IPV4_PREFIX, GL_IPV6_PREFIX) or the exact address."""
+    if not settings.mask_ip:
+        return _client(raw, None, None)
+    return _client(raw, getattr(settings, "ipv4_prefix", 24), getattr(settings, "ipv6_prefix", 64))
+
+
+# GL_AWL_UNIT: what a client counts toward and gains the auto-whitelist by.
+ADDRESS, NETWORK = "address", "network"
+
+
+def awl_client(raw, settings):
+    """TCPREMOTEIP bytes -> the client field of its auto-whitelisting entry.
+
+    GL_AWL_UNIT=address (the default): the sender's own identity, the exact
+    IPv4 address or the IPv6 /64 (one host's, or one site's, privacy
+    addresses), never wider than the triplet's client field; a bot in the
+    same /24 as a good server gains nothing from the server's record.
+    GL_AWL_UNIT=network: the triplet's client field (client()), as qgrey
+    did before: the whole /24 (or /64) gains the auto-whitelist together.
+    A host pool (host_pool) replaces either; the caller passes it instead."""
+    if getattr(settings, "awl_unit", ADDRESS) == NETWORK or not settings.mask_ip:
+        return client(raw, settings)
+    v6_bits = getattr(settings, "ipv6_prefix", 64)
+    return _client(raw, None, v6_bits if v6_bits > 64 else 64)
 
 
 def host_pool(host, raw, settings):
@@ -159,8 +184,11 @@ def triplet(remote_ip, sender, recipient, settings, hashed=None, pool=None):
 
 # Keys of the other kinds have two fields, "kind value", so they never
 # collide with a triplet's three:
-#   client 198.51.100.0/24          auto-whitelisting count of a client
-#   trap 198.51.100.0/24            a client caught by a greytrap
+#   client 198.51.100.7             auto-whitelisting count of a client (awl_client:
+#                                   its address, IPv6 /64 or pool; its network with
+#                                   GL_AWL_UNIT=network, as every such entry was
+#                                   before GL_AWL_UNIT: see the plugin's legacy read)
+#   trap 198.51.100.0/24            a client's network caught by a greytrap
 #   reply bob@remote>alice@local    bob may answer alice without delay
 TRIPLET, BOUNCE, CLIENT, TRAP, REPLY = "triplet", "bounce", "client", "trap", "reply"
 
@@ -236,31 +264,77 @@ def _unsrs(local):
     return fields[3] + b"@" + fields[2]
 
 
-def _is_tag(token):
-    if not token:
+# A run of hex digits between delimiters is a machine-made id, and becomes
+# '#', when it is at least TAG_HEX_MIN long, has a digit, and is not shaped
+# like a name: letters then at most four digits ('becca1987', 'abbe2000').
+# The shortest ids real senders put in the envelope sender are 8 hex digits
+# (Mandrill's message ids, a UUID's first group); Mailchimp's are 10, Amazon
+# SES's 16. Shorter runs are people as often as not: ada2, deb42, abba1 (and
+# cafe, dead, face without a digit). A UUID (8-4-4-4-12 hex digits joined
+# by '-', as in Amazon SES's bounce addresses) is an id as a whole, its
+# 4-digit groups too. Digit runs of any length between delimiters are tags.
+TAG_HEX_MIN = 8
+_UUID = (8, 4, 4, 4, 12)
+
+
+def _hex_id(token):
+    if len(token) < TAG_HEX_MIN or token.strip(b"0123456789abcdef"):
         return False
-    if all(b in _DIGITS for b in token):
+    letters = token.rstrip(b"0123456789")
+    digits = len(token) - len(letters)
+    if letters.strip(b"abcdef"):  # a digit among the letters: machine-made
         return True
-    return len(token) >= 4 and all(b in _HEX for b in token) and any(b in _DIGITS for b in token)
+    # Letters, then digits: without a digit a word ('deadbeef'); a name
+    # and at most four digits a person ('becca1987').
+    return digits > 0 and not (len(letters) >= 2 and digits <= 4)
+
+
+def _is_tag(token):
+    return bool(token) and (token.isdigit() or _hex_id(token))
+
+
+def _is_uuid(parts, i):
+    """parts[i], parts[i+2], ... are the five groups of a UUID."""
+    if i + 9 > len(parts):
+        return False
+    for n, size in enumerate(_UUID):
+        group = parts[i + 2 * n]
+        if len(group) != size or group.strip(b"0123456789abcdef"):
+            return False
+        if n and parts[i + 2 * n - 1] != b"-":
+            return False
+    return True
 
 
 def _untag(local):
-    """Digit runs, and hex runs of 4 or more with a digit, between delimiters -> '#'."""
-    out, token = [], bytearray()
-    for b in local + b".":
+    """Digit runs, UUIDs and machine-made hex ids (see TAG_HEX_MIN) between
+    delimiters -> '#'."""
+    parts, token = [], bytearray()
+    for b in local:  # tokens [0-9a-z]+ at even positions, delimiters between
         if 0x30 <= b <= 0x39 or 0x61 <= b <= 0x7A:
             token.append(b)
+        else:
+            parts.append(bytes(token))
+            parts.append(bytes((b,)))
+            token = bytearray()
+    parts.append(bytes(token))
+    i = 0
+    while i < len(parts):
+        if _is_uuid(parts, i):
+            for n in range(5):
+                parts[i + 2 * n] = b"#"
+            i += 10
             continue
-        out.append(b"#" if _is_tag(token) else bytes(token))
-        out.append(bytes((b,)))
-        token = bytearray()
-    return b"".join(out)[:-1]
+        if _is_tag(parts[i]):
+            parts[i] = b"#"
+        i += 2
+    return b"".join(parts)
 
 
 def normalise_sender(raw):
     """The envelope sender without per-message tags (bytes -> bytes):
     BATV (prvs=, msprvs1=, btv1==), SRS0/SRS1 (-> the original address),
-    +extension, then digit runs and hex runs of 4 or more (with a digit) as '#'.
+    +extension, then digit runs, UUIDs and machine-made hex ids as '#' (_untag).
     The null sender and addresses without '@' are only lower-cased."""
     sender = raw.lower()
     local, at, domain = sender.rpartition(b"@")

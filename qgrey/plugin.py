@@ -210,20 +210,24 @@ def decide(environ, now, problems):
     recipient = environ[b"SMTPRCPTTO"]
     pool = keys.host_pool(environ.get(b"TCPREMOTEHOST"), remote_ip, settings)
     triplet = keys.triplet(remote_ip or b"", sender, recipient, settings, hashed, pool)
-    client = None
+    client = awl = legacy = None
     if not settings.ignore_remoteip:
-        client = pool or keys.client(remote_ip, settings)
+        client = pool or keys.client(remote_ip, settings)  # traps hold the network
+        awl = pool or keys.awl_client(remote_ip, settings)  # GL_AWL_UNIT
+        if awl != client:  # the network's entry of before GL_AWL_UNIT: read until it expires
+            legacy = client
         if hashed is not None:
-            client = hashed(client)
+            client, awl, legacy = hashed(client), hashed(awl), legacy and hashed(legacy)
     reply = None
     if settings.reverse and sender:
         reply = keys.reply_key(sender, recipient, settings, hashed)
     wanted = [
         triplet,
-        keys.client_key(client) if client and settings.awl_count > 0 else None,
+        keys.client_key(awl) if awl and settings.awl_count > 0 else None,
         keys.trap_key(client) if client and settings.trap_time > 0
         and (greytrap or _present(settings.dir, GREYTRAPS)) else None,
         reply,
+        keys.client_key(legacy) if legacy and settings.awl_count > 0 else None,
     ]
     kind = keys.kind(triplet)
 

@@ -138,18 +138,26 @@ def record_reply(entry, now, settings):
 def decide_request(entries, now, settings, kind=TRIPLET, greytrap=False):
     """The whole decision for one RCPT.
 
-    entries: [triplet, client, trap, reply] as stored (None: none, or the
-    feature is off and the key was not looked up); kind: TRIPLET or BOUNCE;
-    greytrap: the recipient is listed in GL_DIR/greytraps.
+    entries: [triplet, client, trap, reply] as stored, and optionally a
+    fifth, legacy: the client entry of the client's network, read (never
+    written) while GL_AWL_UNIT=address and entries written before it last
+    (None: none, or the feature is off and the key was not looked up);
+    kind: TRIPLET or BOUNCE; greytrap: the recipient is listed in
+    GL_DIR/greytraps.
     -> (action, reason, new entries, waited, note); a new entry that is the
     object given needs no write; note says what learning mode let through.
     """
-    triplet, client, trap, reply = entries
+    triplet, client, trap, reply = entries[:4]
+    legacy = entries[4] if len(entries) > 4 else None
     new = list(entries)
     waited = 0
     awl = auto_whitelisted(client, now, settings)
+    # A network's entry written before GL_AWL_UNIT=address passes its
+    # addresses as before until it expires (it is not renewed); each of
+    # their deliveries counts toward the address's own entry meanwhile.
+    old_awl = not awl and auto_whitelisted(legacy, now, settings)
     trapped = trap is not None and not expired(trap, now, settings, TRAP)
-    if greytrap and not awl and settings.trap_time > 0:
+    if greytrap and not (awl or old_awl) and settings.trap_time > 0:
         # An auto-whitelisted client is not trapped: one bad address in a
         # big provider's traffic must not stop all of its mail.
         if trapped:
@@ -157,13 +165,16 @@ def decide_request(entries, now, settings, kind=TRIPLET, greytrap=False):
         else:
             new[2] = Entry(now, now, 0, 1)
         action, reason = GREYLIST, "greytrap"
-    elif trapped:
-        action, reason, waited = GREYLIST, "trapped", now - trap.first
     elif greytrap:
         action, reason = GREYLIST, "greytrap"
-    elif awl:
+    elif awl or old_awl:
+        # Before the network's trap: a trap holds the network (bots come
+        # in ranges), but an address that earned the auto-whitelist is not
+        # held by a neighbour's hit.
         action, reason = PASS, "auto-whitelist"
-        new[1] = renew(client, now)
+        new[1] = renew(client, now) if awl else count_delivery(client, now, settings)
+    elif trapped:
+        action, reason, waited = GREYLIST, "trapped", now - trap.first
     elif reply is not None and not expired(reply, now, settings, REPLY):
         action, reason = PASS, "reply"
         new[3] = renew(reply, now)

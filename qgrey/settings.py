@@ -169,6 +169,9 @@ TABLE = (
      "1: key senders without per-message tags (BATV, SRS, +extension, digit and hex runs)"),
     ("GL_AWL_COUNT", count, "5",
      "deliveries (at most one an hour) after which a client passes without delay; 0: never"),
+    ("GL_AWL_UNIT", choice("address", "network"), "address",
+     "what counts toward and gains the auto-whitelist: address (the IPv4 address, the IPv6 /64, "
+     "or the host pool) or network (the triplet's GL_IPV4_PREFIX/GL_IPV6_PREFIX network)"),
     ("GL_TRAP_TIME", whole_duration, "1d",
      "how long a client that mailed a greytrap is refused everything; 0: traps off"),
     ("GL_PUNISH_AFTER", count, "3",

@@ -820,7 +820,7 @@ def test_learning_mode(smtpd, gl_dir):
 
 def test_auto_whitelisted_client(smtpd, gl_dir):
     make_known(smtpd, gl_dir, recipients=("bob@example.net",), GL_AWL_COUNT="1")
-    c = smtpd(GL_AWL_COUNT="1", remote_ip="198.51.100.99")
+    c = smtpd(GL_AWL_COUNT="1")  # the same address: GL_AWL_UNIT=address
     c.helo()
     assert c.send("someone@elsewhere.example", ["carol@example.net"]) == ["250 ok"] * 3
     assert c.out(0) == state(1, 1, 0, 0, "auto-whitelist", "-")

@@ -68,3 +68,36 @@ def test_triplet_and_ignore_options():
     class Ignore(S):
         ignore_remoteip = ignore_sender = ignore_recipient = True
     assert keys.triplet(b"192.0.2.7", b"A@B", b"C@D", Ignore) == "* * *"
+
+
+class AddressUnit(S):
+    awl_unit = "address"
+    ipv4_prefix, ipv6_prefix = 24, 64
+
+
+class NetworkUnit(AddressUnit):
+    awl_unit = "network"
+
+
+@pytest.mark.parametrize("raw, address, network", [
+    (b"192.0.2.77", "192.0.2.77", "192.0.2.0/24"),
+    (b"::ffff:192.0.2.77", "192.0.2.77", "192.0.2.0/24"),
+    (b"2001:db8:0:1:2:3:4:5", "2001:db8:0:1::/64", "2001:db8:0:1::/64"),
+    (b"2001:db8::1", "2001:db8::/64", "2001:db8::/64"),
+    (b"", "-", "-"),
+    (b"not-an-ip", "not-an-ip", "not-an-ip"),
+])
+def test_awl_client(raw, address, network):
+    assert keys.awl_client(raw, AddressUnit) == address
+    assert keys.awl_client(raw, NetworkUnit) == network
+
+
+def test_awl_client_is_never_wider_than_the_triplet_client():
+    class Exact(AddressUnit):
+        mask_ip = False
+
+    class Narrow(AddressUnit):
+        ipv6_prefix = 96
+    assert keys.awl_client(b"2001:db8::1:2:3", Exact) == "2001:db8::1:2:3"
+    assert keys.awl_client(b"2001:db8::1:2:3", Narrow) == "2001:db8::1:0:0/96"
+    assert keys.awl_client(b"192.0.2.77", Exact) == "192.0.2.77"

@@ -387,9 +387,9 @@ def test_admin_commands_on_redis(launcher, server, hosts):
     assert "entries 2\n" in stats.stdout and "  passed       1\n" in stats.stdout
     shown = tool("qgrey-admin", "show", "--client", "198.51.100.7", "--state", "counting",
                  gl_dir=mx1, server=server)
-    assert shown.stdout.splitlines()[1].endswith("client 198.51.100.0/24")
+    assert shown.stdout.splitlines()[1].endswith("client 198.51.100.7")  # GL_AWL_UNIT=address
     deleted = tool("qgrey-admin", "delete", "--client", "198.51.100.7", gl_dir=mx1, server=server)
-    assert (deleted.returncode, deleted.stdout) == (0, "deleted client 198.51.100.0/24\n")
+    assert (deleted.returncode, deleted.stdout) == (0, "deleted client 198.51.100.7\n")
     deleted = tool("qgrey-admin", "delete", "--key", KEY[6:], gl_dir=mx1, server=server)
     assert deleted.returncode == 0 and server.cli("DBSIZE") == 0
     missing = tool("qgrey-admin", "delete", "--key", KEY[6:], gl_dir=mx1, server=server)

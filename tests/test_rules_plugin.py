@@ -3,6 +3,7 @@ import os
 import re
 import sqlite3
 import stat
+import time
 
 import pytest
 
@@ -126,6 +127,37 @@ def test_batv_sender_matches_its_retry(run, gl_dir):
     assert "198.51.100.0/24 alice@example.org bob@example.net" in stored(gl_dir)
 
 
+def test_people_with_hex_shaped_names_stay_apart(run, gl_dir):
+    check(run(SMTPMAILFROM="ada2@smallcorp.example"), GREYLISTED)
+    age(gl_dir, 400)
+    check(run(SMTPMAILFROM="ada2@smallcorp.example"), delayed(400))
+    logged(check(run(SMTPMAILFROM="deb42@smallcorp.example"), GREYLISTED), "greylist", "new")
+    assert sorted(stored(gl_dir))[:2] == ["198.51.100.0/24 ada2@smallcorp.example bob@example.net",
+                                          "198.51.100.0/24 deb42@smallcorp.example bob@example.net"]
+
+
+@pytest.mark.parametrize("listed, sender, reason", [
+    # a normalised entry takes in the tags it stands for...
+    ("alerts-#@monitor.example", "alerts-4411@monitor.example", "whitelist-sender"),
+    ("bounce-md_#.#.v1-#@mandrillapp.com",
+     "bounce-md_30850198.5f3b2a9e.v1-1a2b3c4d5e6f@mandrillapp.com", "whitelist-sender"),
+    ("ada2@smallcorp.example", "ada2@smallcorp.example", "whitelist-sender"),
+    # ...and no person whose name looks like hex ('#' first would be a comment)
+    ("staff.#@smallcorp.example", "staff.deb42@smallcorp.example", None),
+    ("staff.#@smallcorp.example", "staff.abba1@smallcorp.example", None),
+    ("staff.#@smallcorp.example", "staff.becca1987@smallcorp.example", None),
+    ("ada2@smallcorp.example", "deb42@smallcorp.example", None),
+])
+def test_whitelist_senders_after_normalisation(run, gl_dir, listed, sender, reason):
+    write(gl_dir, "whitelist-senders", listed + "\n")
+    result = run(SMTPMAILFROM=sender)
+    assert b"warning" not in result.stderr, result.stderr
+    if reason:
+        logged(check(result, b""), "skip", reason)
+    else:
+        logged(check(result, GREYLISTED), "greylist", "new")
+
+
 def test_normalisation_switched_off(run, gl_dir):
     check(run(SMTPMAILFROM="bounce-123@example.org", GL_NORMALISE_SENDER="0"), GREYLISTED)
     age(gl_dir, 400)
@@ -135,20 +167,90 @@ def test_normalisation_switched_off(run, gl_dir):
 
 # --- auto-whitelisting --------------------------------------------------------------
 
-def test_client_is_auto_whitelisted_after_five_deliveries(run, gl_dir):
+def earn_auto_whitelist(run, gl_dir, **env):
+    """Five deliveries an hour apart from one client (198.51.100.7 unless env says)."""
+    check(run(**env), GREYLISTED)
+    age(gl_dir, 400)
+    check(run(**env), delayed(400))
+    for count in range(2, 6):
+        age(gl_dir, 3600)
+        logged(check(run(SMTPRCPTCOUNT="1", **env), b""), "pass", "known")
+
+
+def test_client_is_auto_whitelisted_by_its_own_address(run, gl_dir):
     check(run(), GREYLISTED)
     age(gl_dir, 400)
     check(run(), delayed(400))
     for count in range(2, 6):
         age(gl_dir, 3600)
         logged(check(run(SMTPRCPTCOUNT="1"), b""), "pass", "known")
-        assert stored(gl_dir)["client 198.51.100.0/24"][3] == count
-    # any sender, any recipient, from anywhere in the /24
-    stderr = check(run(TCPREMOTEIP="198.51.100.99", SMTPMAILFROM="x@elsewhere.example",
-                       SMTPRCPTTO="carol@example.net"), header("passed (auto-whitelisted client)"))
+        assert stored(gl_dir)["client 198.51.100.7"][3] == count
+    # any sender, any recipient, from that address
+    stderr = check(run(SMTPMAILFROM="x@elsewhere.example", SMTPRCPTTO="carol@example.net"),
+                   header("passed (auto-whitelisted client)"))
     logged(stderr, "pass", "auto-whitelist")
-    assert len(stored(gl_dir)) == 2  # no new triplet
-    check(run(GL_AWL_COUNT="0", SMTPRCPTTO="carol@example.net"), GREYLISTED)
+    assert sorted(stored(gl_dir)) == [
+        "198.51.100.0/24 alice@example.org bob@example.net", "client 198.51.100.7"]
+    # A bot in the same /24 gains nothing from it.
+    stderr = check(run(TCPREMOTEIP="198.51.100.225", SMTPMAILFROM="sales1202@promo871.example",
+                       SMTPRCPTTO="judy@example.net"), GREYLISTED)
+    logged(stderr, "greylist", "new")
+    check(run(GL_AWL_COUNT="0", SMTPRCPTTO="dave@example.net"), GREYLISTED)
+
+
+def test_network_unit_keeps_the_old_behaviour(run, gl_dir):
+    earn_auto_whitelist(run, gl_dir, GL_AWL_UNIT="network")
+    assert stored(gl_dir)["client 198.51.100.0/24"][3] == 5
+    stderr = check(run(GL_AWL_UNIT="network", TCPREMOTEIP="198.51.100.225",
+                       SMTPMAILFROM="x@elsewhere.example", SMTPRCPTTO="carol@example.net"),
+                   header("passed (auto-whitelisted client)"))
+    logged(stderr, "pass", "auto-whitelist")
+
+
+def test_ipv6_client_is_auto_whitelisted_by_its_64(run, gl_dir):
+    earn_auto_whitelist(run, gl_dir, TCPREMOTEIP="2001:db8:5:6::25")
+    assert stored(gl_dir)["client 2001:db8:5:6::/64"][3] == 5
+    # the same host's next privacy address passes; the next /64 does not
+    logged(check(run(TCPREMOTEIP="2001:db8:5:6:a:b:c:d", SMTPRCPTTO="carol@example.net"),
+                 header("passed (auto-whitelisted client)")), "pass", "auto-whitelist")
+    logged(check(run(TCPREMOTEIP="2001:db8:5:7::25", SMTPRCPTTO="carol@example.net"),
+                 GREYLISTED), "greylist", "new")
+
+
+def test_network_entries_of_before_pass_until_they_expire(run, gl_dir):
+    """An entry "client NETWORK" written before GL_AWL_UNIT is read as
+    before, not renewed; the deliveries it passes count toward the address."""
+    from test_operate import put
+    from qgrey.policy import Entry
+    now = int(time.time())
+    old = Entry(now - 30 * 86400, now - 86400, now - 29 * 86400, 9)
+    put(gl_dir, [("client 198.51.100.0/24", old)])
+    for hour in range(3):
+        stderr = check(run(TCPREMOTEIP="198.51.100.99", SMTPRCPTTO="r%d@example.net" % hour),
+                       header("passed (auto-whitelisted client)"))
+        logged(stderr, "pass", "auto-whitelist")
+        age(gl_dir, 3600)
+    entries = stored(gl_dir)
+    assert entries["client 198.51.100.0/24"] == (old.first - 3 * 3600, old.last - 3 * 3600,
+                                                 old.passed - 3 * 3600, 9)  # never written
+    assert entries["client 198.51.100.99"][2:] == (0, 3)  # counting: 3 of 5
+    # Gone by GL_LIFETIME after its last renewal, before GL_AWL_UNIT: a
+    # neighbour that has not earned its own is greylisted again.
+    age(gl_dir, 35 * 86400)
+    logged(check(run(TCPREMOTEIP="198.51.100.99", SMTPRCPTTO="z@example.net"), GREYLISTED),
+           "greylist", "new")
+
+
+def test_admin_finds_and_deletes_the_address_entry(run, gl_dir):
+    from test_operate import command
+    earn_auto_whitelist(run, gl_dir)
+    shown = command("qgrey-admin", "list", "--no-header", "--client", "198.51.100.7",
+                    "--state", "whitelisted", gl_dir=gl_dir)
+    assert shown.returncode == 0 and shown.stdout.endswith("  client 198.51.100.7\n"), shown
+    assert len(shown.stdout.splitlines()) == 1
+    deleted = command("qgrey-admin", "delete", "--client", "198.51.100.7", gl_dir=gl_dir)
+    assert (deleted.returncode, deleted.stdout) == (0, "deleted client 198.51.100.7\n")
+    assert "client 198.51.100.7" not in stored(gl_dir)
 
 
 # --- greytraps ---------------------------------------------------------------------
@@ -164,6 +266,20 @@ def test_greytrap_hit_refuses_the_client_for_trap_time(run, gl_dir):
     logged(stderr, "greylist", "trapped")
     age(gl_dir, 86400)
     logged(check(run(SMTPRCPTCOUNT="1"), b""), "pass", "known")
+
+
+def test_trap_holds_the_network_but_not_an_auto_whitelisted_address(run, gl_dir):
+    write(gl_dir, "greytraps", "trap@example.net\n")
+    earn_auto_whitelist(run, gl_dir)
+    # a bot in the same /24 hits the trap: the network is held...
+    logged(check(run(TCPREMOTEIP="198.51.100.225", SMTPRCPTTO="trap@example.net"), GREYLISTED),
+           "greylist", "greytrap")
+    assert stored(gl_dir)["trap 198.51.100.0/24"][3] == 1
+    logged(check(run(TCPREMOTEIP="198.51.100.50", SMTPRCPTTO="carol@example.net"), GREYLISTED),
+           "greylist", "trapped")
+    # ...but the server that earned its auto-whitelist is not
+    logged(check(run(SMTPRCPTTO="carol@example.net"), header("passed (auto-whitelisted client)")),
+           "pass", "auto-whitelist")
 
 
 def test_whitelisted_client_is_not_trapped(run, gl_dir):

@@ -57,6 +57,74 @@ def test_normalise_sender(raw, normal):
     assert keys.normalise_sender(raw) == normal
 
 
+# Real senders' per-message tags: two messages of one sender, one key.
+@pytest.mark.parametrize("first, second, normal", [
+    # Amazon SES: 16 hex digits, a UUID, a 6-digit counter
+    (b"0100018c6a0b1a2e-5d0e6f2a-9b3c-4c1e-8f3e-1a2b3c4d5e6f-000000@us-west-2.amazonses.com",
+     b"0100018c6a0d77f1-e0aa41b2-1f07-4d9a-bb60-0c9e8d7f6a5b-000000@us-west-2.amazonses.com",
+     b"#-#-#-#-#-#-#@us-west-2.amazonses.com"),
+    (b"00000331b8b1d648-b8302192-701f-124d-a1d5-d268912677de-135246@email-bounces.amazonses.com",
+     b"00000331b8b2a001-cafebabe-dead-beef-face-0123456789ab-135247@email-bounces.amazonses.com",
+     b"#-#-#-#-#-#-#@email-bounces.amazonses.com"),
+    # Mailchimp: account (25 hex), campaign and recipient ids (10 hex)
+    (b"bounce-mc.us1_b00ccdbb39a8456492b99ae9e.a8d0ad03b7-be24ad69fc@mail16.sea31.mcsv.net",
+     b"bounce-mc.us1_b00ccdbb39a8456492b99ae9e.5f0e1d2c3b-be24ad69fc@mail16.sea31.mcsv.net",
+     b"bounce-mc.us1_#.#-#@mail16.sea31.mcsv.net"),
+    # Mandrill: account number, 8-hex message id, 32-hex hash
+    (b"bounce-md_30850198.5f3b2a9e.v1-1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d@mandrillapp.com",
+     b"bounce-md_30850198.64c0ffee.v1-0f9e8d7c6b5a49382716051f2e3d4c5b@mandrillapp.com",
+     b"bounce-md_#.#.v1-#@mandrillapp.com"),
+    # SparkPost: BATV-like msprvs1= tag, then customer and message numbers
+    (b"msprvs1=19345xNfzYCnI=bounces-12345-17@sparkpostmail.com",
+     b"msprvs1=19346aBcDeFgH=bounces-12345-982@sparkpostmail.com",
+     b"bounces-#-#@sparkpostmail.com"),
+    # SendGrid, Mailgun, Google Groups, Mailman: the tag after '+'
+    (b"bounces+1234567-ab12-bob=example.net@em123.example.com",
+     b"bounces+1234567-cd34-bob=example.net@em123.example.com", b"bounces@em123.example.com"),
+    (b"bounce+5f3b2a.1234-bob=example.net@mg.example.com",
+     b"bounce+9e8d7c.1235-bob=example.net@mg.example.com", b"bounce@mg.example.com"),
+    (b"list+bncBDX3Q5WT4EHRBXUMQ2VQMGQE6Z3PX2Y@googlegroups.com",
+     b"list+bncBCY7L4PT6YHRBQ7KQ2VQMGQEQ4R4Y3A@googlegroups.com", b"list@googlegroups.com"),
+    (b"dev-bounces+bob=example.net@lists.example.org",
+     b"dev-bounces+bob=example.net@lists.example.org", b"dev-bounces@lists.example.org"),
+    # ezmlm VERP: message number between delimiters
+    (b"list-return-1234-bob=example.net@lists.example.org",
+     b"list-return-1299-bob=example.net@lists.example.org",
+     b"list-return-#-bob=example.net@lists.example.org"),
+    # BATV, SRS
+    (b"prvs=1234abcdef=alice@example.com", b"prvs=1241fedcba=alice@example.com",
+     b"alice@example.com"),
+    (b"SRS0=ab1c=TT=example.org=alice@fwd.example", b"SRS0=zz9y=UU=example.org=alice@fwd.example",
+     b"alice@example.org"),
+    # a ticket system's 8-hex message id
+    (b"notify-3fa85f64@tickets.example", b"notify-a1b2c3d4@tickets.example",
+     b"notify-#@tickets.example"),
+])
+def test_real_tags_merge(first, second, normal):
+    assert keys.normalise_sender(first) == normal
+    assert keys.normalise_sender(second) == normal
+
+
+# People whose names look like hex, or end in a number: each stays itself.
+@pytest.mark.parametrize("person", [
+    b"ada2", b"deb42", b"cafe", b"dead", b"face", b"bead", b"abba1", b"john.smith2", b"t1000",
+    b"ada3", b"deb43", b"becca1987", b"abbe2000", b"deadbeef", b"bea2001", b"dee-dee.ramone",
+    b"ed.2b", b"fab4",
+])
+def test_people_are_not_merged(person):
+    assert keys.normalise_sender(person + b"@smallcorp.example") == person + b"@smallcorp.example"
+
+
+def test_normalisation_bound():
+    # 8 hex digits with a digit among them are an id; 7 are not
+    assert keys.normalise_sender(b"x-1a2b3c4d@e.example") == b"x-#@e.example"
+    assert keys.normalise_sender(b"x-1a2b3c4@e.example") == b"x-1a2b3c4@e.example"
+    # letters then five digits is not a name and a year
+    assert keys.normalise_sender(b"abcd12345@e.example") == b"#@e.example"
+    # a UUID's groups only together: alone, a 4-digit group is a name
+    assert keys.normalise_sender(b"b8302192-701f-124d-a1d5@e.example") == b"#-701f-124d-a1d5@e.example"
+
+
 def test_normalisation_can_be_switched_off():
     off = make_settings(normalise_sender=0)
     assert keys.triplet(b"192.0.2.1", b"bob+1@x.example", b"c@y.example", DEFAULT) == \
@@ -216,6 +284,29 @@ def test_auto_whitelisted_client_is_not_trapped():
     client = Entry(NOW - 86400, NOW - 60, NOW - 3600, 5)
     action, reason, new, _, _ = request([None, client, None, None], greytrap=True)
     assert (action, reason) == (GREYLIST, "greytrap") and new[2] is None
+
+
+def test_auto_whitelisted_address_is_not_held_by_its_networks_trap():
+    client = Entry(NOW - 86400, NOW - 60, NOW - 3600, 5)
+    trap = Entry(NOW - 600, NOW - 600, 0, 1)
+    action, reason, new, _, _ = request([None, client, trap, None])
+    assert (action, reason) == (PASS, "auto-whitelist") and new[2] is trap
+    counting = Entry(NOW - 86400, NOW - 7200, 0, 3)
+    action, reason, new, _, _ = request([None, counting, trap, None])
+    assert (action, reason) == (GREYLIST, "trapped") and new[1] is counting
+
+
+def test_network_entry_of_before_passes_without_renewal_and_counts_the_address():
+    legacy = Entry(NOW - 20 * 86400, NOW - 86400, NOW - 19 * 86400, 12)
+    action, reason, new, _, _ = policy.decide_request([None, None, None, None, legacy], NOW,
+                                                      DEFAULT)
+    assert (action, reason) == (PASS, "auto-whitelist")
+    assert new[4] is legacy and new[1] == Entry(NOW, NOW, 0, 1)
+    # expired: not read as passing any more
+    later = legacy.last + DEFAULT.lifetime + 1
+    action, reason, new, _, _ = policy.decide_request([None, None, None, None, legacy], later,
+                                                      DEFAULT)
+    assert (action, reason) == (GREYLIST, "new") and new[4] is legacy
 
 
 def test_reply_to_local_sender_passes():
