@@ -110,7 +110,7 @@ def main(program, run):
             program, err.strerror or err, ": " + err.filename if err.filename else ""))
         status = 111
     except ImportError as err:  # a module out of reach of GL_DIR's owner
-        sys.stderr.write("%s: fatal: cannot load %s: %s\n" % (program, err.name, err))
+        sys.stderr.write("%s: fatal: cannot load a module: %s\n" % (program, err))
         status = 111
     except UnicodeError as err:
         sys.stderr.write("%s: fatal: not ASCII text: %s\n" % (program, err))

@@ -399,3 +399,13 @@ def test_tools_installed_out_of_the_owner_s_reach(gl_dir, kind, tmp_path):
     assert expire.stdout.startswith(b"removed 0: never-retried=0 lifetime-over=0; kept 1; ")
     for name, (mode, uid, gid) in owners(gl_dir).items():
         assert (uid, gid) == (NOBODY, NOGROUP), name
+
+
+def test_check_as_root_works_as_the_owner(gl_dir):
+    """check without --user, run as root, checks as GL_DIR's owner: what
+    it creates in GL_DIR is that owner's."""
+    result = tool("qgrey-admin", "check", "--smtpplugins", "/dev/null", gl_dir=gl_dir)
+    assert result.returncode in (0, 1) and b"Traceback" not in result.stderr, result
+    assert b"not writable by" not in result.stdout
+    for name, (mode, uid, gid) in owners(gl_dir).items():
+        assert (uid, gid) == (NOBODY, NOGROUP), name
