@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from conftest import NOBODY, SPP_ENV, needs_root, spp
+from conftest import NOBODY, SPP_ENV, needs_root, spp, unavailable
 
 BIN = os.path.dirname(sys.executable)
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -56,6 +56,13 @@ def secret():
     os.chmod(path, 0o600)
     yield path
     shutil.rmtree(top)
+
+
+def needs_gdbm():
+    try:
+        import dbm.gnu  # noqa: F401
+    except ImportError:
+        unavailable("dbm.gnu is not in this Python (Debian: apt-get install python3-gdbm)")
 
 
 def tool(name, *args, gl_dir, env=None, command=None):
@@ -303,6 +310,7 @@ def test_root_allow_on_a_new_directory_then_the_plugin_greylists(public, gl_dir,
 
 
 def test_root_expire_leaves_the_owner_s_files_to_the_owner(gl_dir):
+    needs_gdbm()
     fresh = tool("qgrey-expire", gl_dir=gl_dir)
     assert (fresh.returncode, fresh.stderr) == (0, b"")
     assert fresh.stdout.startswith(b"removed 0: never-retried=0 lifetime-over=0; kept 0; ")
@@ -367,6 +375,8 @@ def test_dump_and_load_files_are_root_s_own_paths(gl_dir, secret):
 def test_tools_installed_out_of_the_owner_s_reach(gl_dir, kind, tmp_path):
     """Python and qgrey where GL_DIR's owner cannot read (a root-only
     directory): every subcommand still works after taking the owner's ids."""
+    if kind == "dbm.gnu":
+        needs_gdbm()
     copy = str(tmp_path / "lib")  # pytest's directories are root's only
     shutil.copytree(PACKAGE, copy + "/qgrey", ignore=shutil.ignore_patterns("__pycache__"))
     os.chmod(str(tmp_path), 0o700)
