@@ -51,4 +51,4 @@ def test_install_again_upgrades_in_place(tmp_path):
     usage = subprocess.run([sys.executable, "-m", "qgrey.install", "--bogus"], cwd=TOP,
                            capture_output=True)
     assert (usage.returncode, usage.stderr) == (
-        100, b"usage: python3 -m qgrey.install [--prefix DIR] [--bin DIR]\n")
+        100, b"usage: python3 -m qgrey.install [--prefix DIR] [--bin DIR] [--python PATH]\n")
