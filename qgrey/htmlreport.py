@@ -3,14 +3,15 @@ no script, nothing fetched from anywhere.
 
 write(report, out) renders a qgrey.report.Report, the one the text report
 is written from: the same counters, plus its decisions per time bucket.
-Every value that came from the log is escaped. Series differ by pattern
+Every value that came from the log is escaped (control characters shown
+as \\xNN, as in the text report). Series differ by pattern
 and are named in text, not by colour alone; numbers are written next to
 the bars.
 """
+import html
 import time
-from html import escape
 
-from qgrey.report import DELAY_BUCKETS, _span
+from qgrey.report import DELAY_BUCKETS, _span, visible
 
 LIST = 200            # triplets listed that never came back
 BARS = 168            # bars in a time chart at most (a week of hours)
@@ -71,9 +72,17 @@ def write(report, out):
         out.write(", %s to %s UTC" % (utc(report.first, "%Y-%m-%d %H:%M:%S"),
                                       utc(report.last, "%Y-%m-%d %H:%M:%S")))
     out.write(".</p>\n")
+    if report.malformed:
+        out.write('<p class="note">Skipped <span id="malformed">%s</span> qgrey lines that '
+                  'could not be parsed.</p>\n' % number(report.malformed))
     for part in (hourly, decisions, delays, pending, greylisted_most, learning):
         part(report, out)
     out.write("</main>\n</body>\n</html>\n")
+
+
+def escape(text):
+    """A value from the log, for the page."""
+    return html.escape(visible(text))
 
 
 def number(value):

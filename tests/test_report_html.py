@@ -269,10 +269,13 @@ def test_plain_lines_say_the_chart_needs_stamps(tmp_path, gl_dir):
 
 
 HOSTILE = [
-    '@400000006919f3c000000000 qgrey: action=<script>alert(1)</script> reason="&<b> client=<img/src=x> '
+    '@400000006919f3c000000000 qgrey: action=greylist reason=new client=<script>alert(1)</script> '
     'sender=<a>@x recipient=b@x waited=0\n',
-    '@400000006919f3c100000000 qgrey: action=greylist reason=<i>new</i> client=<svg/onload=x> '
+    '@400000006919f3c100000000 qgrey: action=greylist reason=new client=<svg/onload=x>"&<b> '
     'sender="q"@x recipient=<b>@x waited=0\n',
+    # not a decision the plugin writes (action and reason are words): skipped, counted
+    '@400000006919f3c100000000 qgrey: action=<script>alert(1)</script> reason=<i>new</i> '
+    'client=<img/src=x> sender=<a>@x recipient=b@x waited=0\n',
     '@400000006919f3c200000000 qgrey: action=pass reason=learning client=1.2.3.4 sender=a@x recipient=b@x '
     'waited=0 detail=would greylist: <u>x</u>&"\'\n',
 ]
@@ -289,6 +292,7 @@ def test_every_value_from_the_log_is_escaped(tmp_path, gl_dir):
     for escaped in ("&lt;script&gt;alert(1)&lt;/script&gt;", "&lt;svg/onload=x&gt;", "&quot;&amp;&lt;b&gt;"):
         assert escaped in page
     assert ["<u>x</u>&\"'", "1"] == parsed.rows("learning")[0][:2]
+    assert 'Skipped <span id="malformed">1</span> qgrey lines' in page
 
 
 def test_self_contained_and_bounded(tmp_path, gl_dir):
