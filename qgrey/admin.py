@@ -94,6 +94,15 @@ def dump_line(key, entry):
     return "%s\t%d\t%d\t%d\t%d\n" % ((key,) + entry.fields())
 
 
+# Bounds of a dump line's values: a time at most 9999-12-31 23:59:59 UTC;
+# tries within 31 bits; a key of at most 4,096 characters (the longest the
+# plugin makes has 1,791: a pool name and two escaped 256-byte addresses).
+LATEST = 253402300799
+MAX_TRIES = (1 << 31) - 1
+MAX_KEY = 4096
+MAX_DUMP_LINE = MAX_KEY + 64
+
+
 def parse_dump_line(line, number):
     fields = line.rstrip("\n").split("\t")
     if len(fields) != 5:
@@ -103,8 +112,18 @@ def parse_dump_line(line, number):
         raise Failure("line %d: bad key" % number)
     if not (is_triplet(key) or (key.count(" ") == 1 and keys.kind(key) in KEY_SPACES)):
         raise Failure("line %d: key is neither a triplet nor a %s entry" % (number, ", ".join(KEY_SPACES)))
+    if len(key) > MAX_KEY:
+        raise Failure("line %d: key longer than %d characters" % (number, MAX_KEY))
     if not all(f.isdigit() and f.isascii() for f in fields[1:]):
         raise Failure("line %d: times and tries must be whole numbers" % number)
+    # What a store keeps and every tool can show: refused here, in the
+    # first pass, never by the store half-way through the load.
+    for name, value, top in zip(("first", "last", "passed", "tries"), fields[1:],
+                                (LATEST, LATEST, LATEST, MAX_TRIES)):
+        if len(value) > 20 or int(value) > top:
+            raise Failure("line %d: %s=%s is more than %d%s" % (
+                number, name, value if len(value) <= 24 else value[:20] + "...", top,
+                " (9999-12-31 23:59:59 UTC)" if top == LATEST else ""))
     return key, policy.Entry(*map(int, fields[1:]))
 
 
@@ -312,6 +331,8 @@ def cmd_dump(args, settings, store, out):
 def read_dump(lines):
     """Validate and yield (key, entry) from an iterable of dump lines."""
     for number, line in enumerate(lines, 1):
+        if len(line) >= MAX_DUMP_LINE and not line.endswith("\n"):
+            raise Failure("line %d: longer than %d characters" % (number, MAX_DUMP_LINE))
         if number == 1:
             if line.rstrip("\n") != DUMP_HEADER:
                 raise Failure("line 1: not a qgrey dump (want the header %r)" % DUMP_HEADER)
@@ -322,12 +343,12 @@ def read_dump(lines):
 
 def cmd_load(args, settings, store, out):
     if args.file in (None, "-"):
-        lines = list(sys.stdin)
+        lines = list(iter(lambda: sys.stdin.readline(MAX_DUMP_LINE), ""))
         source = lambda: iter(lines)  # noqa: E731
     else:
         def source():  # FILE, opened by run before it takes GL_DIR owner's ids
             args.stream.seek(0)
-            return args.stream
+            return iter(lambda: args.stream.readline(MAX_DUMP_LINE), "")
     # A first pass checks every line, so that a bad file changes nothing.
     count = 0
     stream = source()
