@@ -249,7 +249,9 @@ def check_directory(option, given, path):
 
 
 def read_manifest(prefix, given):
-    """PREFIX/.qgrey-install -> {path: (kind, target)}, or None if absent."""
+    """PREFIX/.qgrey-install -> {path: [(kind, target), ...]}, or None if
+    absent. (While an upgrade runs, a path is listed as it was and as it
+    will be.)"""
     path = prefix + "/" + MANIFEST
     try:
         fd, st = files.open_regular(path, owners=trusted())
@@ -276,7 +278,7 @@ def read_manifest(prefix, given):
         if not good:
             raise Refused("--prefix %s: %s, line %d: not a line qgrey.install writes"
                           % (given, path, number))
-        entries[fields[1]] = (kind, fields[2] if kind in "lL" else None)
+        entries.setdefault(fields[1], []).append((kind, fields[2] if kind in "lL" else None))
     return entries
 
 
@@ -332,9 +334,11 @@ def survey(prefix, given, manifest, legacy):
             if is_temporary(name):
                 listed = "t"
             elif manifest is not None:
-                entry = manifest.get(rel)
-                listed = entry[0] if entry and (entry[0] in "dp" and kind == "d" or entry[0] == kind) \
-                    and (kind != "l" or os.readlink(path) == entry[1]) else None
+                target = os.readlink(path) if kind == "l" else None
+                listed = None
+                for entry in manifest.get(rel, ()):
+                    if (entry[0] in "dp" and kind == "d") or entry == (kind, target):
+                        listed = entry[0]
             elif legacy:
                 listed = legacy_kind(rel)
                 listed = listed if listed and (listed in "dp" and kind == "d" or listed == kind) else None
@@ -388,6 +392,8 @@ def make_directory(path, own=True):
             raise PermissionError(1, "not a directory of %s only" % who(), path)
         if own or made:
             os.fchmod(fd, 0o755)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, path)
     finally:
         os.close(fd)
 
@@ -490,7 +496,7 @@ def check_link(option, given, path, targets, manifest):
         return
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(path)
-        if target in targets or (manifest or {}).get(path) == ("L", target):
+        if target in targets or ("L", target) in (manifest or {}).get(path, ()):
             return
     raise Refused("%s %s: %s exists and was not written by qgrey.install: remove it or "
                   "choose another %s" % (option, given, path, option))
@@ -544,14 +550,23 @@ def install(options, source):
                          "%04o): the qmail user cannot run what is installed in %s\n"
                          % (unreachable + (prefix,)))
 
+    # Where it cannot write, say so before writing anything.
+    for directory in (prefix, links_dir, man_links_dir):
+        while directory and not os.path.lexists(directory):
+            directory = os.path.dirname(directory)
+        if directory and not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", directory)
+
     # Write: the manifest first lists both the earlier entries and the new
     # ones, so that an interrupted install leaves nothing unlisted.
     new = set(path for _, path, _ in entries)
     stale = [(kind, path, target) for path, (kind, target) in found.items() if path not in new]
-    stale += [(kind, path, target) for path, (kind, target) in (manifest or {}).items()
-              if kind == "L" and path not in new]
+    stale += [(kind, path, target) for path, listed in (manifest or {}).items()
+              for kind, target in listed if kind == "L" and path not in new]
     make_directories(prefix, own=False)
-    earlier = [entry for entry in stale if entry[0] != "t"]
+    earlier = [(kind, path, target) for path, (kind, target) in found.items() if kind != "t"]
+    earlier += [entry for entry in stale if entry[0] == "L"]
+    earlier = [entry for entry in earlier if entry not in entries]
     files.replace(prefix + "/" + MANIFEST, manifest_text(entries + earlier), 0o644)
     lib = None
     for kind, path, target in entries:

@@ -12,7 +12,7 @@ import tempfile
 
 import pytest
 
-from conftest import NOBODY, SPP_ENV, needs_root, spp
+from conftest import NOBODY, SPP_ENV, needs_root, read_only, spp
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -45,10 +45,11 @@ def source(base):
     return path
 
 
-def install(source, *args, python=SYSTEM_PYTHON):
+def install(source, *args, python=SYSTEM_PYTHON, user=None):
+    other = {} if user is None else {"user": user, "group": user, "extra_groups": []}
     return subprocess.run([python, "-m", "qgrey.install"] + list(args), cwd=source,
                           env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
-                          capture_output=True, timeout=120)
+                          capture_output=True, timeout=120, **other)
 
 
 def installed(prefix):
@@ -313,8 +314,17 @@ def test_upgrade_from_an_earlier_install_with_roots_own_python(base, source):
         os.chmod(os.path.join(prefix, "bin", name), 0o755)
         os.symlink(os.path.join(prefix, "bin", name), os.path.join(bin_dir, name))
     assert os.readlink(os.path.join(prefix, "bin", "python3")).startswith(os.path.expanduser("~/"))
+    home = os.path.expanduser("~")
+    if stat.S_IMODE(os.stat(home).st_mode) == 0o700:
+        before = snapshot(base)
+        done = install(source, "--prefix", prefix, "--bin", bin_dir, "--python", python)
+        assert outcome(done) == refused(
+            "--python %s: %s is not reachable by other users (mode 0700): the qmail user could "
+            "not run it; choose one it can run, such as /usr/bin/python3" % (python, home))
+        assert snapshot(base) == before
 
-    done = install(source, "--prefix", prefix, "--bin", bin_dir)
+    # The same command, run by root's python3: the system's is used.
+    done = install(source, "--prefix", prefix, "--bin", bin_dir, python=python)
     assert outcome(done) == (0, installed(prefix), b"")
     assert os.readlink(os.path.join(prefix, "bin", "python3")) == "/usr/bin/python3"
     assert site_packages(prefix) == ["lib/python%s/site-packages" % system_minor()]
@@ -344,6 +354,15 @@ def test_upgrade_from_an_install_made_with_another_interpreter(base, source):
         text = f.read()
     with open(manifest, "w") as f:
         f.write(text.replace("\tlib/python%s" % minor, "\tlib/python3.9"))
+    # An upgrade that stops half way (a directory it cannot write), then
+    # the same command again.
+    man = os.path.join(prefix, "share", "man", "man8")
+    with read_only(man):
+        done = install(source, "--prefix", prefix, "--bin", bin_dir)
+    assert outcome(done) == (111, b"", ("qgrey.install: fatal: Operation not permitted: %s\n"
+                                        % man).encode())
+    assert os.readlink(os.path.join(prefix, "bin", "python3")) == "/usr/bin/python3"
+    assert sorted(os.listdir(os.path.join(prefix, "lib"))) == ["python" + minor, "python3.9"]
 
     done = install(source, "--prefix", prefix, "--bin", bin_dir)
     assert outcome(done) == (0, installed(prefix), b"")
@@ -399,3 +418,25 @@ def test_launcher_replaces_planted_links(base, source):
             assert f.read() == "root only: %s\n" % name
     assert sorted(os.listdir(base)) == ["qgrey", "qgrey.new", "secret", "src"]
     assert decide(base, base) == (0, GREYLISTED, NEW)
+
+
+def test_an_ordinary_user_installs_in_its_own_directory(base, source):
+    """Run by another user than root, that user is trusted as well as root;
+    a third one is not; a directory it cannot write fails before writing."""
+    home = os.path.join(base, "home")
+    os.mkdir(home, 0o755)
+    os.chown(home, NOBODY, NOBODY)
+    prefix, bin_dir = os.path.join(home, "opt"), os.path.join(home, "bin")
+    done = install(source, "--prefix", prefix, "--bin", bin_dir, user=NOBODY)
+    assert outcome(done) == (0, installed(prefix), b"")
+    assert os.lstat(os.path.join(prefix, "bin", "qgrey")).st_uid == NOBODY
+    assert decide(bin_dir, base) == (0, GREYLISTED, NEW)
+    os.chown(home, 1, 1)
+    done = install(source, "--prefix", prefix, "--bin", bin_dir, user=NOBODY)
+    assert outcome(done) == refused("--prefix %s: %s belongs to uid 1, not to root or uid 65534: %s"
+                                    % (prefix, home, OTHERS))
+    os.chown(home, 0, 0)
+    done = install(source, "--prefix", os.path.join(home, "new"), "--bin", "", user=NOBODY)
+    assert outcome(done) == (111, b"", ("qgrey.install: fatal: Permission denied: %s\n"
+                                        % home).encode())
+    assert sorted(os.listdir(home)) == ["bin", "opt", "share"]
