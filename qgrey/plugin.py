@@ -278,6 +278,13 @@ UNSET = b"U" + STATE + b"\n"
 OPENED = "mail"  # the mark of a state in a transaction the [mail] entry opened
 NO_MAIL_ENTRY = ("GL_STAGE=data without the [mail] entry: list the line ':echo SQGREY_DATA=' "
                  "last under [mail] in control/smtpplugins")
+# The [data] entry leaves a mark: the empty file GL_DIR/data-stage, created
+# by its first run. While it is missing, every recorded RCPT warns: without
+# the entry a greylisted message is accepted, with nothing else in the log.
+DATA_MARK = "data-stage"
+NO_DATA_ENTRY = ("GL_STAGE=data without the [data] entry (no [data] run has created GL_DIR/%s "
+                 "yet): list the entry written by python3 -m qgrey.launcher --data last under "
+                 "[data] in control/smtpplugins, or greylisted messages are accepted" % DATA_MARK)
 NOT_REFUSED_AT_DATA = ("greytrap", "trapped")
 
 
@@ -291,6 +298,12 @@ def sender_mark(sender):
 
 def _is_mark(text):
     return text == OPENED or (len(text) == 8 and all(c in "0123456789abcdef" for c in text))
+
+
+# The only words qgrey writes in a state's text fields: a state with any
+# other text is not qgrey's, and nothing of it is ever printed.
+PASS_REASONS = frozenset(("-", "delayed") + tuple(_PASSED))
+GREYLIST_REASONS = frozenset(("-", "new", "expired", "early", "punished"))
 
 
 class TransactionState:
@@ -311,7 +324,9 @@ class TransactionState:
     def decode(cls, raw):
         """None when raw is not a state qgrey wrote."""
         fields = raw.decode("ascii", "replace").split(",")
-        if len(fields) != 7 or not all(f.isdigit() and f.isascii() for f in fields[:4]) \
+        if len(fields) != 7 or not all(f.isdigit() and f.isascii() and len(f) < 10
+                                       for f in fields[:4]) \
+                or fields[4] not in PASS_REASONS or fields[5] not in GREYLIST_REASONS \
                 or not _is_mark(fields[6]):
             return None
         return cls(*[int(f) for f in fields[:4]] + fields[4:])
@@ -359,6 +374,9 @@ def data_at_rcpt(decision, environ, problems):
         return decision
     if state is None or state.mark != OPENED:
         problems.append(NO_MAIL_ENTRY)
+    from qgrey.settings import directory
+    if not _present(directory(environ), DATA_MARK):
+        problems.append(NO_DATA_ENTRY)
     if state is None:
         state = TransactionState(0, mark=sender_mark(environ.get(b"SMTPMAILFROM", b"")))
     state.countall = _count(environ, b"SMTPRCPTCOUNTALL")
@@ -382,6 +400,7 @@ def decide_data(environ, now, problems):
     raw = environ.get(STATE)
     if not raw:  # unset, or emptied at MAIL: no RCPT of this transaction recorded anything
         return skip("no-state")
+    mark_data_run(environ)
     for name, reason in ((b"GL_WHITELISTED", "whitelisted"), (b"RELAYCLIENT", "relayclient")):
         if name in environ:
             return Decision("skip", reason, UNSET)
@@ -402,6 +421,26 @@ def decide_data(environ, now, problems):
         return Decision("skip", "nothing-recorded", UNSET)
     return Decision("message", "passed", UNSET + header(state.reason, state.waited, now),
                     state.waited, what)
+
+
+def mark_data_run(environ):
+    """Create GL_DIR/data-stage, if missing: the [data] entry is listed and
+    runs (see NO_DATA_ENTRY). An empty file, created exclusively without
+    following a link; failing to create it costs only the warnings."""
+    from qgrey.settings import directory
+    path = directory(environ) + "/" + DATA_MARK
+    try:
+        posix.lstat(path)
+        return
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return
+    try:
+        posix.close(posix.open(path, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL
+                               | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC, 0o600))
+    except OSError:
+        pass
 
 
 def after_internal_error(stage, environ):

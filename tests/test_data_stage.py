@@ -27,7 +27,7 @@ import pytest
 from conftest import SPP_ENV, spp
 from qgrey import VERSION
 from qgrey.launcher import MAIL_ENTRY
-from qgrey.plugin import NO_MAIL_ENTRY
+from qgrey.plugin import NO_DATA_ENTRY, NO_MAIL_ENTRY
 from redisserver import RedisServer
 from test_rules_plugin import age, stored, write
 
@@ -37,6 +37,9 @@ UNSET = b"UQGREY_DATA\n"
 OPENED = b"SQGREY_DATA=\n"   # all the [mail] line ever prints
 MAIL_COMMAND = ["/bin/sh", "-c", MAIL_ENTRY[1:]]  # how qmail-spp runs a line starting with ':'
 WARNING = ("qgrey: warning: %s\n" % NO_MAIL_ENTRY).encode()
+# At a recorded RCPT while no [data] run has marked GL_DIR (a new GL_DIR: the
+# first transaction, before its DATA; or no [data] entry at all).
+DATA_WARNING = ("qgrey: warning: %s\n" % NO_DATA_ENTRY).encode()
 DATE = rb"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d \+0000"
 # Every line a plugin may print, each ending in exactly "\n".
 OUTPUT_LINE = re.compile(rb"(SQGREY_DATA=[0-9]+,[0-9]+,[0-9]+,[0-9]+,[a-z-]+,[a-z-]+,(mail|[0-9a-f]{8})"
@@ -99,9 +102,12 @@ def check_run(result):
     if b"E451" in out:
         assert out.split(b"\n")[-2].startswith(b"E451"), out  # and nothing after it
     lines = result.stderr.splitlines(True)
-    if lines[:1] == [WARNING]:  # GL_STAGE=data without the [mail] entry, at a recorded RCPT
-        lines = lines[1:]
-        assert len(lines) == 1 and b" detail=the message is decided at DATA" in lines[0], result.stderr
+    warned = False
+    for warning in (WARNING, DATA_WARNING):  # at a recorded RCPT (GL_STAGE=data), in this order
+        if lines[:1] == [warning]:
+            lines, warned = lines[1:], True
+    if warned:
+        assert len(lines) == 1 and lines[0].endswith(b"the message is decided at DATA\n"), result.stderr
     assert len(lines) <= 1, result.stderr
     for line in lines:
         assert LOG.fullmatch(line) or INTERNAL.fullmatch(line), line
@@ -240,6 +246,8 @@ class Smtpd:
         stderr = self.runs[index][1].stderr
         if not self.mail_entry and stderr.startswith(WARNING):
             stderr = stderr[len(WARNING):]
+        if stderr.startswith(DATA_WARNING):  # a new GL_DIR, before the first [data] run
+            stderr = stderr[len(DATA_WARNING):]
         match = LOG.fullmatch(stderr)
         assert match, stderr
         return tuple(g.decode() if g is not None else None for g in match.groups())
@@ -633,7 +641,8 @@ def test_without_the_mail_entry_qgrey_warns(smtpd, gl_dir):
     c.helo()
     assert c.send(ALICE, ["bob@example.net", "x@elsewhere.invalid"])[-1].startswith("451 ")
     first, foreign, at_data = (r.stderr for _, r in c.runs)
-    assert first.startswith(WARNING) and LOG.fullmatch(first[len(WARNING):])
+    assert first.startswith(WARNING + DATA_WARNING)  # a new GL_DIR: no [data] run yet
+    assert LOG.fullmatch(first[len(WARNING + DATA_WARNING):])
     assert NO_MAIL_ENTRY == ("GL_STAGE=data without the [mail] entry: list the line "
                              "':echo SQGREY_DATA=' last under [mail] in control/smtpplugins")
     assert b"warning" not in foreign + at_data
@@ -905,3 +914,102 @@ def test_envelope_text_never_reaches_stdout(smtpd, gl_dir, mail_entry):
         replies = c.send(sender, ["bob@example.net", "d\nO@example.net"])
         assert replies[-1] == "451 4.7.1 Greylisted, please try again later"
         assert c.out(-3).endswith(b",%s\n" % tag(c, sender))
+
+
+# --- the [data] entry missing, and states qgrey did not write ----------------------------
+
+def test_without_the_data_entry_every_recorded_rcpt_warns(smtpd, gl_dir):
+    """[mail] and [rcpt] listed, no [data] entry (played by /bin/true: a
+    [data] section with nothing of qgrey's): the new triplet is logged
+    greylisted and the message accepted, so every recorded RCPT warns, in
+    every transaction and connection, naming the missing entry. Once a
+    [data] run has happened in GL_DIR, no more warnings."""
+    assert NO_DATA_ENTRY == (
+        "GL_STAGE=data without the [data] entry (no [data] run has created GL_DIR/data-stage "
+        "yet): list the entry written by python3 -m qgrey.launcher --data last under [data] in "
+        "control/smtpplugins, or greylisted messages are accepted")
+    for connection, (first, second, third) in enumerate((("bob", "carol", "dave"),
+                                                         ("bill", "cora", "dan")), 1):
+        c = smtpd(data_plugin="/bin/true")
+        c.helo()
+        assert c.send(ALICE, [first + "@example.net", "x@elsewhere.invalid",
+                              second + "@example.net"]) == [
+            "250 ok", "250 ok", "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
+            "250 ok", "250 ok"]
+        assert c.send(ALICE, [third + "@example.net"]) == ["250 ok"] * 3
+        one, foreign, two, accepted, three, accepted_too = (r for _, r in c.runs)
+        for result, recipient in ((one, first), (two, second), (three, third)):
+            assert result.stderr.startswith(DATA_WARNING), result.stderr
+            assert LOG.fullmatch(result.stderr[len(DATA_WARNING):]).group(1, 2, 5) == (
+                b"greylist", b"new", b"%s@example.net" % recipient.encode())
+        assert foreign.stderr.startswith(b"qgrey: action=skip reason=rcpthosts ")
+        assert accepted.stdout == accepted_too.stdout == b""
+        assert len(c.messages) == 2, connection
+    assert not os.path.exists(os.path.join(gl_dir, "data-stage"))
+    # The [data] entry listed: its first run marks GL_DIR.
+    c = smtpd()
+    c.helo()
+    assert c.send(ALICE, ["erin@example.net"])[-1] == "451 4.7.1 Greylisted, please try again later"
+    assert c.runs[0][1].stderr.startswith(DATA_WARNING)  # before the first [data] run
+    st = os.lstat(os.path.join(gl_dir, "data-stage"))
+    assert (st.st_mode & 0o7777, st.st_size, st.st_uid) == (0o600, 0, os.geteuid())
+    assert c.send(ALICE, ["frank@example.net"])[-1] == "451 4.7.1 Greylisted, please try again later"
+    assert not any(b"warning" in r.stderr for _, r in c.runs[2:])
+
+
+def test_the_data_mark_is_never_followed(data_launcher, gl_dir, tmp_path):
+    """A link at GL_DIR/data-stage is left as it is: nothing is created
+    through it."""
+    target = str(tmp_path / "target")
+    os.symlink(target, os.path.join(gl_dir, "data-stage"))
+    env = dict(SPP_ENV, GL_DIR=gl_dir, GL_STAGE="data", QGREY_DATA="1,1,1,0,-,new,mail")
+    result = spp(data_launcher, env)
+    check_run(result)
+    assert result.stdout == GREYLISTED
+    assert not os.path.lexists(target) and os.readlink(os.path.join(gl_dir, "data-stage")) == target
+
+
+@pytest.mark.parametrize("value", [
+    "1,1,0,0,known\nAHIJACK,-,mail", "1,1,0,0,known,-\nO,mail", "1,1,1,0,-,new\nN,mail",
+    "1,1,0,0,Known,-,mail", "1,1,0,0,known ,-,mail", "1,1,1,0,-,greytrap,mail",
+    "1,1,1,0,-,known,mail", "1,1,0,0,new,-,mail", "1,1,0,0,,-,mail", "1,1,0,0,passed,-,mail",
+    "1,1,0,0,kn\x7fown,-,mail", "1,1,1,0,-,new,mail\nA", "1,1,0,0,known,-,mail\n"])
+def test_a_state_with_text_qgrey_does_not_write_is_cleared(launcher, data_launcher, gl_dir, value):
+    """QGREY_DATA's text fields hold only the reasons qgrey writes (passed:
+    known, delayed, auto-whitelist, reply, learning; greylisted: new,
+    expired, early, punished; or -). Any other state is not qgrey's: at a
+    RCPT a new one is started, at DATA it is cleared; nothing
+    of it is printed: at a RCPT the new state replaces it (S), at DATA
+    it is cleared (U)."""
+    open(os.path.join(gl_dir, "data-stage"), "w").close()
+    env = dict(SPP_ENV, GL_DIR=gl_dir, GL_STAGE="data", QGREY_DATA=value, SMTPRCPTCOUNTALL="2",
+               SMTPRCPTCOUNT="1", SMTPRCPTTO="carol@example.net")
+    result = spp(launcher, env)
+    check_run(result)
+    assert result.stdout == b"SQGREY_DATA=2,1,1,0,-,new,%s\n" % mark(ALICE).encode()
+    assert result.stderr.startswith(WARNING)  # no [mail] entry opened the new state
+    result = spp(data_launcher, env)
+    check_run(result)
+    assert result.stdout == b"UQGREY_DATA\n"
+    assert LOG.fullmatch(result.stderr).group(1, 2, 7) == (
+        b"skip", b"stale", b"a state of another transaction; cleared")
+
+
+def test_every_reason_qgrey_writes_is_read_back(data_launcher, gl_dir):
+    open(os.path.join(gl_dir, "data-stage"), "w").close()
+    env = dict(SPP_ENV, GL_DIR=gl_dir, GL_STAGE="data", SMTPRCPTCOUNTALL="2")
+    for refused in ("new", "expired", "early", "punished"):
+        result = spp(data_launcher, dict(env, QGREY_DATA="2,2,1,0,-,%s,mail" % refused))
+        check_run(result)
+        assert result.stdout == GREYLISTED, refused
+        assert result.stderr.endswith(b" greylisted (%s)\n" % refused.encode())
+    for reason, what in (("known", "passed (known sender)"), ("learning", "passed (learning mode)"),
+                         ("auto-whitelist", "passed (auto-whitelisted client)"),
+                         ("reply", "passed (reply to a local sender)")):
+        result = spp(data_launcher, dict(env, QGREY_DATA="2,2,0,0,%s,-,mail" % reason))
+        check_run(result)
+        assert result.stdout.startswith(UNSET), reason
+        assert header(what).fullmatch(result.stdout[len(UNSET):]), result.stdout
+    result = spp(data_launcher, dict(env, QGREY_DATA="2,2,0,42,delayed,-,mail"))
+    check_run(result)
+    assert delayed_header(42, 42).fullmatch(result.stdout[len(UNSET):]), result.stdout

@@ -23,6 +23,7 @@ import time
 import pytest
 
 from qgrey.launcher import MAIL_ENTRY
+from qgrey.plugin import NO_DATA_ENTRY
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -62,6 +63,9 @@ case "$SMTPMAILFROM" in
   blocked@*) echo "E554 sorry, this message is refused (#5.7.1)" ;;
 esac
 """
+
+
+DATA_WARNING = "qgrey: warning: " + NO_DATA_ENTRY
 
 
 def unavailable(why):
@@ -207,9 +211,11 @@ class Server:
             return f.read().decode("utf-8", "replace").splitlines()
 
     def qgrey_log(self):
+        """qgrey's log lines, without the warning of a GL_DIR that no [data]
+        run has marked yet (at GL_STAGE=data, the first transaction's RCPTs)."""
         lines = self.log()
         assert not any("Traceback" in line or "qmail-spp failure" in line for line in lines), lines
-        mine = [line for line in lines if line.startswith("qgrey:")]
+        mine = [line for line in lines if line.startswith("qgrey:") and line != DATA_WARNING]
         for line in mine:
             assert LOG.fullmatch(line), line
         return mine
@@ -625,3 +631,55 @@ def test_stage_rcpt_with_the_data_entries_listed(server):
     c.quit()
     assert [line.split()[1:3] for line in s.qgrey_log()] == [
         ["action=greylist", "reason=new"], ["action=skip", "reason=rcpthosts"]]
+
+
+def test_stage_data_without_the_data_entry(server):
+    """GL_STAGE=data with the [mail] line and qgrey under [rcpt] but no
+    [data] entry: the new triplets are recorded as greylisted and the
+    message is queued (nothing at DATA refuses it), so every recorded RCPT
+    logs a warning naming the missing entry, in every transaction."""
+    s = server(["mail", "rcpt"], GL_STAGE="data")
+    c = s.connect()
+    c.ehlo()
+    c.send(ALICE, ["a@example.test", "x@elsewhere.invalid", "b@example.test"],
+           {"x@elsewhere.invalid": NOGATEWAY})
+    c.send(ALICE, ["c@example.test"])  # the next message of the connection
+    c.quit()
+    messages = s.messages()
+    assert len(messages) == 2
+    for headers, _ in messages:
+        assert not any(h.lower().startswith("x-greylist") for h in headers), headers
+    lines = [line for line in s.log() if line.startswith("qgrey:")]
+    assert [line.split(" detail=")[0] for line in lines] == [
+        DATA_WARNING,
+        "qgrey: action=greylist reason=new client=127.0.0.1 sender=%s recipient=a@example.test waited=0" % ALICE,
+        "qgrey: action=skip reason=rcpthosts client=127.0.0.1 sender=%s recipient=x@elsewhere.invalid" % ALICE,
+        DATA_WARNING,
+        "qgrey: action=greylist reason=new client=127.0.0.1 sender=%s recipient=b@example.test waited=0" % ALICE,
+        DATA_WARNING,
+        "qgrey: action=greylist reason=new client=127.0.0.1 sender=%s recipient=c@example.test waited=0" % ALICE]
+    assert DATA_WARNING == (
+        "qgrey: warning: GL_STAGE=data without the [data] entry (no [data] run has created "
+        "GL_DIR/data-stage yet): list the entry written by python3 -m qgrey.launcher --data last "
+        "under [data] in control/smtpplugins, or greylisted messages are accepted")
+    assert not os.path.exists(os.path.join(s.gl_dir, "data-stage"))
+
+    # With the [data] entry: the first message's RCPT still warns (a new
+    # GL_DIR), its refused DATA marks GL_DIR, and nothing warns after.
+    s = server(["mail", "rcpt", "data"], GL_STAGE="data")
+    c = s.connect()
+    c.ehlo()
+    c.cmd("MAIL FROM:<%s>" % ALICE, "250 ok")
+    c.cmd("RCPT TO:<a@example.test>", "250 ok")
+    c.refused("DATA", GREYLISTED)
+    c.cmd("RSET", "250 flushed")
+    c.cmd("MAIL FROM:<%s>" % ALICE, "250 ok")
+    c.cmd("RCPT TO:<b@example.test>", "250 ok")
+    c.refused("DATA", GREYLISTED)
+    c.quit()
+    lines = [line for line in s.log() if line.startswith("qgrey:")]
+    assert [line.split()[1] for line in lines] == [
+        "warning:", "action=greylist", "action=message", "action=greylist", "action=message"]
+    assert lines[0] == DATA_WARNING
+    st = os.lstat(os.path.join(s.gl_dir, "data-stage"))
+    assert (st.st_uid, st.st_size, st.st_mode & 0o7777) == (s.kit.nobody[0], 0, 0o600)
