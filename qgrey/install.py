@@ -315,9 +315,9 @@ def kind_of(st):
 
 def survey(prefix, given, manifest, legacy):
     """Refused if the existing prefix holds an entry the installer did not
-    write, or one another user could change -> {relative path: kind} of
-    what is there: {relative path: (kind, link target or None)} (package
-    directories whole, not their contents)."""
+    write, or one another user could change -> what is there: {relative
+    path: (kind, link target or None)} (package directories whole, not
+    their contents; kind t: a temporary an interrupted install left)."""
     found = {}
 
     def refuse_entry(path, why):
@@ -400,8 +400,9 @@ def make_directory(path, own=True):
 
 def make_directories(path, own=True):
     """Every missing directory down to path (checked by check_directory)."""
-    if not os.path.lexists(path):
-        make_directories(os.path.dirname(path), own=False)
+    parent = os.path.dirname(path)
+    if not os.path.lexists(parent):
+        make_directories(parent, own=False)
     make_directory(path, own)
 
 

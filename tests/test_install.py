@@ -195,7 +195,7 @@ def test_bin_directory_another_user_can_write_is_refused(base, source):
 def test_clean_install_then_one_decision_as_the_qmail_user(base, source):
     """Run by another interpreter than the system's (the test's own), the
     install still uses /usr/bin/python3; nobody can run what it wrote."""
-    prefix, bin_dir = os.path.join(base, "opt"), os.path.join(base, "bin")
+    prefix, bin_dir = os.path.join(base, "opt", "qgrey"), os.path.join(base, "bin")
     done = install(source, "--prefix", prefix, "--bin", bin_dir, python=sys.executable)
     assert outcome(done) == (0, installed(prefix), b"")
     minor = system_minor()
@@ -440,3 +440,17 @@ def test_an_ordinary_user_installs_in_its_own_directory(base, source):
     assert outcome(done) == (111, b"", ("qgrey.install: fatal: Permission denied: %s\n"
                                         % home).encode())
     assert sorted(os.listdir(home)) == ["bin", "opt", "share"]
+
+
+def test_below_a_sticky_directory(base, source):
+    """Below a directory like /tmp (others may write it, but not replace
+    what root made there) a prefix is made; such a directory itself is no
+    prefix."""
+    sticky = os.path.join(base, "tmp")
+    os.mkdir(sticky)
+    os.chmod(sticky, 0o1777)
+    prefix = os.path.join(sticky, "new", "qgrey")
+    assert outcome(install(source, "--prefix", prefix, "--bin", "")) == (0, installed(prefix), b"")
+    assert stat.S_IMODE(os.lstat(os.path.dirname(prefix)).st_mode) == 0o755
+    assert outcome(install(source, "--prefix", sticky, "--bin", "")) == refused(
+        "--prefix %s: %s is writable by group or others (mode 1777): %s" % (sticky, sticky, OTHERS))
