@@ -227,6 +227,9 @@ def test_clean_install_then_one_decision_as_the_qmail_user(base, source):
             if not stat.S_ISLNK(st.st_mode):
                 want = 0o755 if directory.endswith("/bin") else 0o644
                 assert (stat.S_IMODE(st.st_mode), st.st_uid) == (want, 0), path
+    # Compiled, since the qmail user cannot write bytecode there.
+    cache = os.path.join(prefix, lib, "qgrey", "__pycache__")
+    assert "plugin.cpython-%s.pyc" % minor.replace(".", "") in os.listdir(cache)
     assert sorted(os.listdir(bin_dir)) == COMMANDS
     assert os.readlink(os.path.join(bin_dir, "qgrey")) == prefix + "/bin/qgrey"
     assert sorted(os.listdir(os.path.join(base, "share", "man", "man8"))) == PAGES
