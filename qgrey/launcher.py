@@ -29,8 +29,11 @@ try:
 except BaseException as err:  # moved, or no memory left: one line, exit 0
     import posix
     try:
+        fix = "write the launcher again"
+        if isinstance(err, MemoryError) or getattr(err, "errno", None) == 12 or "failed to map" in str(err):
+            fix = "raise softlimit -m in the run script of qmail-smtpd"
         posix.write(2, ("qgrey: action=error reason=internal detail=cannot import qgrey from "
-                        "%s (%r); write the launcher again\\n" % ({path!r}, err)).encode("ascii", "replace"))
+                        "%s (%r); %s\\n" % ({path!r}, err, fix)).encode("ascii", "replace"))
     finally:
         posix._exit(0)
 main()
@@ -56,8 +59,11 @@ try:
 except BaseException as err:
     import posix
     try:
+        fix = "write the launcher again"
+        if isinstance(err, MemoryError) or getattr(err, "errno", None) == 12 or "failed to map" in str(err):
+            fix = "raise softlimit -m in the run script of qmail-smtpd"
         posix.write(2, ("qgrey: action=error reason=internal detail=cannot import qgrey from "
-                        "%s (%r); write the launcher again\\n" % ({path!r}, err)).encode("ascii", "replace"))
+                        "%s (%r); %s\\n" % ({path!r}, err, fix)).encode("ascii", "replace"))
     finally:
         posix._exit(0)
 main("data")
