@@ -41,14 +41,12 @@ def problems_as_current_user(settings, notes):
     user = _user_name(os.geteuid())
     directory, stop = directory_problems(settings, user)
     found += directory
-    if stop:
-        return found
-    files = file_problems(settings, user)
+    files = [] if stop else file_problems(settings, user)
     found += files
-    if settings.store == "redis":
+    if settings.store == "redis":  # the database is elsewhere: checked whatever GL_DIR is
         from qgrey.store import redis
         return found + redis_problems(settings, notes, redis)
-    if directory or files:
+    if stop or directory or files:
         return found
     try:
         store = open_store(settings)
@@ -151,7 +149,10 @@ def file_problems(settings, user):
                 target = os.stat(path)
             except OSError:
                 pass
-        if name in read and not stat.S_ISREG(target.st_mode):
+        if name.startswith(".") and name.endswith(".cache") and not stat.S_ISREG(st.st_mode):
+            found.append("%s is not a regular file (%s); fix: remove it (the plugin writes the "
+                         "cache of a list again)" % (path, _kind(st.st_mode)))
+        elif name in read and not stat.S_ISREG(target.st_mode):
             found.append("%s is not a regular file (%s), and the plugin does not read it; fix: "
                          "replace it with a regular file" % (path, _kind(st.st_mode)))
         elif target is not st and target.st_uid not in (0, owner):

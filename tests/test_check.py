@@ -204,12 +204,15 @@ def test_config_only_root_can_read(site):
 
 def test_files_the_plugin_reads_that_are_not_regular_files(site):
     os.mkfifo(site.gl_dir + "/whitelist-clients")
+    os.mkfifo(site.gl_dir + "/.whitelist-clients.cache")
     os.symlink(site.base + "/nothing", site.gl_dir + "/greytraps")
     os.symlink("/etc/hostname", site.gl_dir + "/whitelist-senders")  # root's: read through the link
     os.symlink(site.base + "/elsewhere", site.gl_dir + "/salt")
     site.chown_state()
     site.problems(
         site.check(GL_PRIVACY="1"),
+        "%s/.whitelist-clients.cache is not a regular file (a FIFO); fix: remove it (the plugin "
+        "writes the cache of a list again)" % site.gl_dir,
         "%s/greytraps is not a regular file (a symbolic link), and the plugin does not read it; "
         "fix: replace it with a regular file" % site.gl_dir,
         "%s/salt is not a regular file (a symbolic link), and the plugin does not read it; fix: "
@@ -362,3 +365,19 @@ def test_default_smtpplugins_missing_is_a_note(site):
         "note: /var/qmail/control/smtpplugins does not exist: qgrey's entries in qmail-spp's "
         "plugin list not checked (--smtpplugins PATH names another)\n"
         "ok: GL_DIR=%s GL_STORE=sqlite\n") % site.gl_dir)
+
+
+def test_salt_only_root_can_read(site):
+    """GL_PRIVACY=1 with a salt root made: the plugin cannot hash a key."""
+    salt = site.gl_dir + "/salt"
+    with open(salt, "wb") as f:
+        f.write(os.urandom(32))
+    os.chmod(salt, 0o600)
+    site.problems(
+        site.check(GL_PRIVACY="1"),
+        "%s is not readable by nobody (owner root, mode 0600), and the plugin cannot use it; "
+        "fix: chown nobody %s" % (salt, salt))
+    site.problems(  # read only with GL_PRIVACY=1; root's all the same
+        site.check(),
+        "%s belongs to root, not to nobody who owns GL_DIR (did root write it?); fix: chown "
+        "nobody %s" % (salt, salt))
