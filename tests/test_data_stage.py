@@ -993,6 +993,9 @@ def test_a_state_with_text_qgrey_does_not_write_is_cleared(launcher, data_launch
     assert result.stdout == b"UQGREY_DATA\n"
     assert LOG.fullmatch(result.stderr).group(1, 2, 7) == (
         b"skip", b"stale", b"a state of another transaction; cleared")
+    result = spp(launcher, dict(env, GL_STAGE="rcpt", SMTPRCPTTO="dave@example.net"))
+    check_run(result)
+    assert result.stdout == b"UQGREY_DATA\n" + GREYLISTED
 
 
 def test_every_reason_qgrey_writes_is_read_back(data_launcher, gl_dir):
