@@ -10,24 +10,47 @@
 
 One entry a line; '#' starts a comment at the start of a line or after
 white space. A malformed line is reported (file and line number) and
-skipped. Matching ignores case.
+skipped; the first SHOWN of them are reported, then how many more there
+were. Matching ignores case.
+
+A list is opened without blocking (a FIFO is refused, never waited on),
+must be a regular file (a symbolic link is followed only to a file that
+belongs to root or to GL_DIR's owner) of at most LIMIT bytes: a larger one
+is refused whole, with one warning, and not parsed.
 
 A list is parsed into one sorted blob searched by bisection, so a lookup
 costs the same for 10 or 10,000 lines. A list longer than SMALL bytes is
-parsed once into GL_DIR/.NAME.cache (marshal, keyed by the list's inode,
-size and times) and the cache is read from then on; if the cache cannot be
-written, the list is parsed each time.
-Only posix and marshal (both built in) are imported here.
+parsed once into GL_DIR/.NAME.cache (keyed by the list's inode, size and
+times) and the cache is read from then on; if the cache cannot be written,
+the list is parsed each time. The cache is a plain format checked whole
+before it is used (its size follows from its header, and the header's
+numbers are bounded), so that a damaged or planted cache costs at most its
+own size to read and is rebuilt, never trusted.
+Only posix (built in) and qgrey modules are imported here.
 """
-import marshal
 import posix
+
+from qgrey import files
 
 CLIENTS = "whitelist-clients"
 RECIPIENTS = "whitelist-recipients"
 SENDERS = "whitelist-senders"
 GREYTRAPS = "greytraps"
 SMALL = 4096
-CACHE_VERSION = 2
+# The largest list read: some 350,000 IPv4 addresses or 180,000 e-mail
+# addresses, far more than a whitelist kept by hand or built from a
+# published one, and still parsed in about a second (once: then the cache
+# is read), well within GL_LOCK_TIMEOUT's default. Four times that took
+# five seconds and over 300 MB.
+LIMIT = 4 << 20
+# Malformed lines reported per list; the rest are counted.
+SHOWN = 3
+CACHE_MAGIC = b"qgrey list cache 3\n"
+# A parsed entry is at most 10 times the bytes of its line ("::1" becomes
+# "6128" and 32 hex digits), so a cache larger than this is not one.
+CACHE_GROWTH = 10
+CACHE_HEADER = 4096
+_CONTROLS = bytes(range(32)) + b"\x7f"
 
 
 class List:
@@ -37,19 +60,16 @@ class List:
         self.data, self.warnings = data, warnings
 
 
-def _read(fd):
-    chunks = []
-    while True:
-        chunk = posix.read(fd, 1 << 20)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
 def _entries(text):
     """-> (line number, entry) for each line that is not blank or a comment,
     or (line number, None) for a line with more than one entry."""
-    for number, line in enumerate(text.split(b"\n"), 1):
+    start, number, size = 0, 0, len(text)
+    while start <= size:  # line by line: no list of every line at once
+        end = text.find(b"\n", start)
+        if end < 0:
+            end = size
+        line = text[start:end]
+        start, number = end + 1, number + 1
         words = line.split()
         if not words or words[0][:1] == b"#":
             continue
@@ -71,14 +91,28 @@ def _address_ok(address):
         b <= 0x20 or b >= 0x7F for b in address)
 
 
-def parse(name, text):
-    """The text of list name -> (data, [(line number, problem)]).
+class _Problems(list):
+    """[(line number, problem)], keeping the first keep; count counts all."""
+
+    def __init__(self, keep):
+        list.__init__(self)
+        self.keep, self.count = keep, 0
+
+    def append(self, problem):
+        self.count += 1
+        if len(self) < self.keep:
+            list.append(self, problem)
+
+
+def parse(name, text, keep=None):
+    """The text of list name -> (data, [(line number, problem)]); with
+    keep, only the first keep problems are listed (.count counts all).
 
     data: (IPv4 prefix lengths, IPv6 prefix lengths, blob), where blob holds
     every entry, tagged by kind, sorted, one a line between newlines, for
     a binary search that creates no objects per entry (see contains)."""
     from qgrey.keys import parse_ipv4, parse_ipv6
-    problems = []
+    problems = [] if keep is None else _Problems(keep)
     entries, prefixes = set(), {32: set(), 128: set()}
     for number, entry in _entries(text):
         if entry is None:
@@ -143,61 +177,129 @@ def contains(blob, entry):
     return False
 
 
-def load(directory, name):
+def load(directory, name, owners=None):
     """The list GL_DIR/name, or None when there is no such file.
 
-    Raises OSError when it exists but cannot be read."""
+    owners: the uids a list reached through a link may belong to (default:
+    root and GL_DIR's owner). Raises OSError (files.Refused: a FIFO, a
+    device, a link to another user's file, larger than LIMIT) when it
+    exists but cannot be read."""
     path = directory + "/" + name
+    if owners is None:
+        owners = (0, posix.stat(directory).st_uid)
     try:
-        fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
+        fd, st = files.open_regular(path, follow=True, owners=owners)
     except FileNotFoundError:
         return None
     try:
-        st = posix.fstat(fd)
+        if st.st_size > LIMIT:
+            raise files.Refused(files.EFBIG, "larger than %d bytes" % LIMIT, path)
         if st.st_size <= SMALL:
-            return _checked(path, parse(name, _read(fd)))
-        stamp = (CACHE_VERSION, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            return _checked(path, parse(name, files.read_fd(fd, LIMIT, path), SHOWN))
+        stamp = b"%d %d %d %d %d" % (st.st_ino, st.st_dev, st.st_size,
+                                     st.st_mtime_ns, st.st_ctime_ns)
         cache = directory + "/." + name + ".cache"
-        try:
-            cfd = posix.open(cache, posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NOFOLLOW)
-            try:
-                cached = marshal.loads(_read(cfd))
-            finally:
-                posix.close(cfd)
-            if cached[0] == stamp:
-                return _checked(path, cached[1])
-        except (OSError, ValueError, EOFError, TypeError, IndexError):
+        cached = read_cache(cache, stamp, st.st_size, owners)
+        if cached is not None:
+            return _checked(path, cached)
+        parsed = parse(name, files.read_fd(fd, LIMIT, path), SHOWN)
+        try:  # a read-only GL_DIR: parse every time
+            files.replace(cache, encode_cache(stamp, parsed))
+        except OSError:
             pass
-        parsed = parse(name, _read(fd))
-        _write_cache(cache, (stamp, parsed))
         return _checked(path, parsed)
     finally:
         posix.close(fd)
 
 
-def _write_cache(cache, value):
-    temporary = "%s.%d" % (cache, posix.getpid())
+def encode_cache(stamp, parsed):
+    """The cache of a parsed list: a header of text lines, then the blob.
+
+      qgrey list cache 3
+      inode device size mtime_ns ctime_ns        (of the list)
+      IPv4 prefix lengths, comma-separated
+      IPv6 prefix lengths, comma-separated
+      problems shown-problems blob-bytes
+      line-number problem                         (shown-problems lines)
+      blob                                        (blob-bytes bytes, to the end)
+    """
+    (prefixes4, prefixes6, blob), problems = parsed
+    count = getattr(problems, "count", len(problems))
+    lines = [CACHE_MAGIC, stamp, b"\n",
+             b",".join(b"%d" % p for p in prefixes4), b"\n",
+             b",".join(b"%d" % p for p in prefixes6), b"\n",
+             b"%d %d %d\n" % (count, len(problems), len(blob))]
+    lines += [b"%d %s\n" % (number, problem.encode()) for number, problem in problems]
+    return b"".join(lines) + blob
+
+
+def read_cache(cache, stamp, list_size, owners=None):
+    """The parsed list in cache when it is one, sound, and of the list
+    stamp names; None otherwise (missing, not a regular file, another
+    stamp, damaged): the caller parses the list again."""
+    limit = CACHE_HEADER + CACHE_GROWTH * list_size
     try:
-        fd = posix.open(temporary, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC
-                        | posix.O_NOFOLLOW | posix.O_CLOEXEC, 0o600)
-        try:
-            data = marshal.dumps(value)
-            while data:
-                data = data[posix.write(fd, data):]
-        finally:
-            posix.close(fd)
-        posix.rename(temporary, cache)
-    except OSError:  # a read-only GL_DIR: parse every time
-        try:
-            posix.unlink(temporary)
-        except OSError:
-            pass
+        data = files.read_regular(cache, limit, owners=owners)
+    except OSError:
+        return None
+    return decode_cache(data, stamp)
+
+
+def _numbers(text, low, high):
+    """'1,8,24' -> [1, 8, 24], strictly increasing within [low, high]; else ValueError."""
+    if not text:
+        return []
+    values = []
+    for word in text.split(b","):
+        if not word.isdigit() or len(word) > 3:
+            raise ValueError(word)
+        value = int(word)
+        if not low <= value <= high or (values and value <= values[-1]):
+            raise ValueError(word)
+        values.append(value)
+    return values
+
+
+def decode_cache(data, stamp):
+    if not data.startswith(CACHE_MAGIC):
+        return None
+    lines = data[len(CACHE_MAGIC):CACHE_HEADER].split(b"\n", 4 + SHOWN)
+    try:
+        if len(lines) < 4 or lines[0] != stamp:
+            return None
+        prefixes4, prefixes6 = _numbers(lines[1], 0, 32), _numbers(lines[2], 0, 128)
+        counts = lines[3].split(b" ")
+        if len(counts) != 3 or not all(c.isdigit() and len(c) <= 12 for c in counts):
+            return None
+        count, shown, size = [int(c) for c in counts]
+        if shown > SHOWN or shown > count or len(lines) < 5 + shown:
+            return None
+        problems = _Problems(SHOWN)
+        for line in lines[4:4 + shown]:
+            number, _, problem = line.partition(b" ")
+            if not number.isdigit() or len(number) > 12 or not problem \
+                    or len(problem) > 100 or not problem.isascii() \
+                    or len(problem.translate(None, _CONTROLS)) != len(problem):
+                return None
+            problems.append((int(number), problem.decode()))
+    except ValueError:
+        return None
+    problems.count = count
+    header = len(CACHE_MAGIC) + sum(len(line) + 1 for line in lines[:4 + shown])
+    blob = data[header:]
+    if len(blob) != size or blob[:1] != b"\n" or blob[-1:] != b"\n":
+        return None
+    return (prefixes4, prefixes6, blob), problems
 
 
 def _checked(path, parsed):
     data, problems = parsed
-    return List(data, ["%s line %d: %s; skipped" % (path, number, problem)
-                       for number, problem in problems])
+    warnings = ["%s line %d: %s; skipped" % (path, number, problem)
+                for number, problem in problems]
+    more = getattr(problems, "count", len(problems)) - len(problems)
+    if more > 0:
+        warnings.append("%s: %d more malformed line%s skipped" % (path, more, "s" if more > 1 else ""))
+    return List(data, warnings)
 
 
 def client_listed(listed, remote_ip, remote_host):

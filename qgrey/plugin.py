@@ -25,6 +25,8 @@ import posix
 import time
 
 PROGRAM = "qgrey"
+# At most this many warning lines a run (the last may count the rest).
+MAX_WARNINGS = 5
 DEFER_ON_ERROR = b"E451 4.3.0 Greylisting is temporarily unavailable, please try again later\n"
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
@@ -95,12 +97,12 @@ def _present(directory, name):
         return True  # let lists.load say what is wrong
 
 
-def _load_list(directory, name, problems):
-    from qgrey import lists
+def _load_list(directory, name, owners, problems):
+    from qgrey import files, lists
     try:
-        listed = lists.load(directory, name)
+        listed = lists.load(directory, name, owners)
     except OSError as err:
-        problems.append("cannot read %s/%s: %s; list ignored" % (directory, name, err.strerror))
+        problems.append("cannot read %s/%s: %s; list ignored" % (directory, name, files.describe(err)))
         return None
     if listed is not None:
         problems.extend(listed.warnings)
@@ -113,7 +115,7 @@ def check_lists(environ, settings, problems):
     for name, reason in WHITELISTS:
         if not _present(directory, name):
             continue
-        listed = _load_list(directory, name, problems)
+        listed = _load_list(directory, name, settings.owners, problems)
         if listed is None:
             continue
         from qgrey import lists
@@ -132,7 +134,7 @@ def check_lists(environ, settings, problems):
             return reason, False
     if settings.trap_time <= 0 or not _present(directory, GREYTRAPS):
         return None, False
-    listed = _load_list(directory, GREYTRAPS, problems)
+    listed = _load_list(directory, GREYTRAPS, settings.owners, problems)
     if listed is None:
         return None, False
     from qgrey import lists
@@ -159,6 +161,8 @@ def outbound(environ, now, problems, reason):
     problems.extend(settings.problems)
     if not settings.reverse:
         return skip(reason)
+    if settings.directory_error is not None:  # not even the salt is read
+        return skip(reason, "reply not recorded: " + settings.directory_error.detail)
     from qgrey import keys, policy
     from qgrey.store import StoreError, open_store
     store = None
@@ -193,6 +197,10 @@ def decide(environ, now, problems):
     from qgrey import settings as settings_module
     settings = settings_module.load(environ)
     problems.extend(settings.problems)
+    if settings.directory_error is not None:
+        # Another user could have written the lists, config or salt: nothing
+        # in GL_DIR is read, and GL_ON_ERROR (from the environment) answers.
+        return on_error(settings.directory_error, settings)
     remote_ip = environ.get(b"TCPREMOTEIP")
     if remote_ip is None and not settings.ignore_remoteip:
         return skip("no-remoteip", "TCPREMOTEIP is not set: run qmail-smtpd under tcpserver")
@@ -514,7 +522,9 @@ def main(stage="rcpt"):
         except BaseException:
             detail = type(err).__name__
         log = "%s: action=error reason=internal detail=%s\n" % (PROGRAM, detail)
-    for problem in problems:
+    shown = problems if len(problems) <= MAX_WARNINGS else problems[:MAX_WARNINGS - 1] + [
+        "%d more warnings not shown" % (len(problems) - MAX_WARNINGS + 1)]
+    for problem in shown:
         _write(2, ("%s: warning: %s\n" % (PROGRAM, problem)).encode("ascii", "replace"))
     _write(2, log.encode("ascii", "replace"))
     _write(1, decision.reply)

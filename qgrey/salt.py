@@ -1,9 +1,14 @@
 """The salt of GL_PRIVACY=1: GL_DIR/salt, 32 random bytes, created on
-first use with mode 0600. Losing or changing it forgets every entry."""
+first use with mode 0600. Losing or changing it forgets every entry.
+Read without blocking or following a link: it must be a regular file of
+16 to LIMIT bytes."""
 import posix
+
+from qgrey import files
 
 NAME = "salt"
 SIZE = 32
+LIMIT = 4096
 
 
 def load(directory):
@@ -32,11 +37,7 @@ def load(directory):
 
 
 def _read(path):
-    fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
-    try:
-        value = posix.read(fd, 4096)
-    finally:
-        posix.close(fd)
+    value = files.read_regular(path, LIMIT)
     if len(value) < 16:
         raise OSError(0, "%s is shorter than 16 bytes" % path)
     return value

@@ -3,12 +3,18 @@
 Values come from the environment (tcprules, the run script, cron) and from
 the optional file GL_DIR/config of NAME=value lines; the environment wins.
 A bad value is reported with its name and source, and its default is used.
-Only posix (built in) is imported: this module is on the per-RCPT path.
+GL_DIR is checked first (qgrey.store.check_directory): when another user
+could have written config, it is not read, the values come from the
+environment only, and Settings.directory_error says why.
+Only posix (built in) and qgrey modules are imported: this module is on
+the per-RCPT path.
 """
 import posix
 
 DEFAULT_DIR = "/var/qmail/qgrey"
 CONFIG_NAME = "config"
+# A config file is a few dozen lines; anything larger is not one.
+CONFIG_LIMIT = 64 * 1024
 MAX_DURATION = 10 * 365 * 86400
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -198,7 +204,15 @@ NAMES = frozenset(row[0] for row in TABLE)
 
 
 class Settings:
-    """Parsed values as attributes: GL_DELAY -> .delay, and so on."""
+    """Parsed values as attributes: GL_DELAY -> .delay, and so on.
+
+    directory_error: the StoreError of an unsafe GL_DIR (the values then
+    come from the environment only); directory_checked: GL_DIR was found
+    safe; owners: the uids a file in it may belong to (root, its owner)."""
+
+    directory_error = None
+    directory_checked = False
+    owners = None
 
     def __init__(self, directory, values, problems):
         self.dir = directory
@@ -213,27 +227,19 @@ def directory(environ):
     return value.decode("utf-8", "surrogateescape") if value else DEFAULT_DIR
 
 
-def read_file(path):
-    """-> ({name: (value, source)}, problems). A missing file is no problem."""
+def read_file(path, owners=None):
+    """-> ({name: (value, source)}, problems). A missing file is no problem.
+    The file must be a regular file of at most CONFIG_LIMIT bytes; a link
+    is followed only to a file that belongs to one of owners (None: any)."""
+    from qgrey import files
     try:
-        fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
+        data = files.read_regular(path, CONFIG_LIMIT, follow=True, owners=owners)
     except FileNotFoundError:
         return {}, []
     except OSError as err:
-        return {}, ["cannot read %s: %s; using the defaults" % (path, err.strerror)]
-    try:
-        chunks = []
-        while True:
-            chunk = posix.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    except OSError as err:
-        return {}, ["cannot read %s: %s; using the defaults" % (path, err.strerror)]
-    finally:
-        posix.close(fd)
+        return {}, ["cannot read %s: %s; using the defaults" % (path, files.describe(err))]
     found, problems = {}, []
-    text = b"".join(chunks).decode("utf-8", "replace")
+    text = data.decode("utf-8", "replace")
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -257,7 +263,11 @@ def sanitise(text):
 def load(environ):
     """Settings from the environment (bytes mapping) over GL_DIR/config."""
     gl_dir = directory(environ)
-    found, problems = read_file(gl_dir + "/" + CONFIG_NAME)
+    error, missing, owners = _check_directory(gl_dir)
+    if error is None:
+        found, problems = read_file(gl_dir + "/" + CONFIG_NAME, owners)
+    else:  # nothing in an unsafe GL_DIR is read: the environment decides
+        found, problems = {}, []
     values = {}
     for name, parse, default, _ in TABLE:
         raw = environ.get(name.encode())
@@ -274,4 +284,29 @@ def load(environ):
     if values["GL_RETRY_WINDOW"] <= values["GL_DELAY"]:
         problems.append("GL_RETRY_WINDOW must be longer than GL_DELAY; using 2d")
         values["GL_RETRY_WINDOW"] = max(whole_duration("2d"), values["GL_DELAY"] + 1)
-    return Settings(gl_dir, values, problems)
+    settings = Settings(gl_dir, values, problems)
+    if missing and values["GL_STORE"] == "redis":
+        # The database is elsewhere and there is nothing to read: no config,
+        # no lists, no redis-auth. (GL_ON_ERROR=local and GL_PRIVACY=1 still
+        # need the directory, and fail when they use it.)
+        error = None
+    settings.directory_error = error
+    settings.directory_checked = owners is not None
+    settings.owners = owners
+    return settings
+
+
+def _check_directory(gl_dir):
+    """-> (StoreError or None, whether GL_DIR is missing, (0, its owner) when
+    safe); as qgrey.store.check_directory, which is imported only on error."""
+    from qgrey import files
+    try:
+        st = posix.stat(gl_dir)
+    except OSError as err:
+        problem, missing = "%s: %s" % (gl_dir, err.strerror), isinstance(err, FileNotFoundError)
+    else:
+        problem, missing = files.directory_problem(gl_dir, st), False
+    if problem is None:
+        return None, False, (0, st.st_uid)
+    from qgrey.store import StoreError
+    return StoreError("directory", "GL_DIR " + problem), missing, None

@@ -134,16 +134,22 @@ class Lock:
             self.fd = None
 
 
-def check_directory(path):
-    """GL_DIR must exist, be a directory and not be writable by others."""
-    try:
-        st = posix.stat(path)
-    except OSError as err:
-        raise StoreError("directory", "GL_DIR %s: %s" % (path, err.strerror))
-    if st.st_mode & 0o170000 != 0o040000:
-        raise StoreError("directory", "GL_DIR %s is not a directory" % path)
-    if st.st_mode & 0o002:
-        raise StoreError("directory", "GL_DIR %s is writable by others; chmod o-w it" % path)
+def check_directory(path, st=None):
+    """GL_DIR must exist, be a directory, belong to root or to this process's
+    effective user, and be writable by its owner only: everything in it is
+    trusted, and whoever may write the directory may replace any file in it
+    (files.directory_problem). st: its stat, when the caller has it.
+    -> its stat. Raises StoreError("directory", one line with the fix)."""
+    from qgrey import files
+    if st is None:
+        try:
+            st = posix.stat(path)
+        except OSError as err:
+            raise StoreError("directory", "GL_DIR %s: %s" % (path, err.strerror))
+    problem = files.directory_problem(path, st)
+    if problem is not None:
+        raise StoreError("directory", "GL_DIR " + problem)
+    return st
 
 
 def encode_entry(entry):
@@ -419,14 +425,22 @@ def local_store(settings, deadline=None):
     kind = settings.store
     if kind in ("sqlite", "redis"):
         from qgrey.store.sqlite import SqliteStore
-        return SqliteStore(settings.dir, settings.lock_timeout, deadline)
-    from qgrey.store.dbm import DbmStore
-    return DbmStore(settings.dir, settings.lock_timeout, deadline, kind)
+        store = SqliteStore(settings.dir, settings.lock_timeout, deadline)
+    else:
+        from qgrey.store.dbm import DbmStore
+        store = DbmStore(settings.dir, settings.lock_timeout, deadline, kind)
+    # settings.load checked GL_DIR already: one stat of it per decision.
+    store.checked = getattr(settings, "directory_checked", False)
+    return store
 
 
 def open_store(settings, deadline=None, fallback=False):
     """The store GL_STORE names; kinds are imported only here. fallback:
-    honour GL_ON_ERROR=local (the plugin does; the tools do not)."""
+    honour GL_ON_ERROR=local (the plugin does; the tools do not).
+    Raises the StoreError of an unsafe GL_DIR (see settings.load), whatever
+    the kind: nothing in such a directory is used, not even for Redis."""
+    if getattr(settings, "directory_error", None) is not None:
+        raise settings.directory_error
     if settings.store != "redis":
         return local_store(settings, deadline)
     from qgrey import keys, policy

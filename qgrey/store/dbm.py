@@ -37,15 +37,32 @@ class DbmStore(FileStore):
 
     def _open(self, write):
         # qgrey's own flock serialises access; dbm.gnu's lock would not wait.
-        if not write and not self._exists():
+        if not self._exists() and not write:
             self.db = {}
             return
         flag = ("c" if write else "r") + ("u" if self.kind == "dbm.gnu" else "")
         self.db = self._call(self.module.open, self.path, flag, 0o600)
 
     def _exists(self):
-        import os
-        return any(os.path.exists(self.path + s) for s in ("", ".db", ".pag", ".dir"))
+        """Whether the database's files are there; StoreError when one is
+        not a regular file. The dbm modules open by path, and an open of a
+        FIFO would wait for a writer: lstat first, which no link or FIFO
+        passes. (Between the two only GL_DIR's owner or root could put
+        something else there: qgrey refuses a directory anyone else may write.)"""
+        import posix
+        found = False
+        for suffix in ("", ".db", ".pag", ".dir"):
+            path = self.path + suffix
+            try:
+                st = posix.lstat(path)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise os_error(path, err)
+            if st.st_mode & 0o170000 != 0o100000:
+                raise StoreError("database", "%s is not a regular file" % path)
+            found = True
+        return found
 
     def _call(self, function, *args):
         try:

@@ -106,6 +106,10 @@ class SqliteStore(FileStore):
         _load_sqlite()
         new = False
         try:
+            # SQLite opens by path and would wait on a FIFO: lstat first, which
+            # no link or FIFO passes. Only GL_DIR's owner or root could put
+            # something else there before SQLite opens it: qgrey refuses a
+            # directory anyone else may write.
             st = posix.lstat(self.path)
             if st.st_mode & 0o170000 != 0o100000:
                 raise StoreError("database", "%s is not a regular file" % self.path)
@@ -116,6 +120,14 @@ class SqliteStore(FileStore):
             new = True
         except OSError as err:
             raise os_error(self.path, err)
+        journal = self.path + "-journal"  # SQLite writes it, and reads a hot one
+        try:
+            if posix.lstat(journal).st_mode & 0o170000 != 0o100000:
+                raise StoreError("database", "%s is not a regular file" % journal)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise os_error(journal, err)
         # SQLite's own waits (another reader holding its lock) share the deadline.
         remaining = max(0.0, self.lock.deadline - time.monotonic())
         try:

@@ -163,8 +163,12 @@ def _row(payload, key):
 
 class Reader:
     def __init__(self, path, deadline):
-        self.fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO there must not stall the session.
+        self.fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC
+                             | posix.O_NONBLOCK)
         try:
+            if posix.fstat(self.fd).st_mode & 0o170000 != 0o100000:
+                raise Unsupported("not a regular file")  # SqliteStore._open says so
             _shared_lock(self.fd, deadline)
             for suffix, hot in (("-journal", lambda: not _reserved(self.fd)), ("-wal", bool)):
                 try:
