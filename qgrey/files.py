@@ -63,23 +63,6 @@ def read_regular(path, limit, follow=False, owners=None):
         posix.close(fd)
 
 
-def directory_problem(path, st):
-    """Why the directory path (st: its stat) cannot be trusted with files
-    that qgrey reads, as one line with the fix; None when it can: a
-    directory, owned by root or this process's effective user, that no
-    one else may write (whoever may write it may replace any file in it)."""
-    if st.st_mode & 0o170000 != 0o040000:
-        return "%s is not a directory" % path
-    if st.st_mode & 0o022:
-        return "%s is writable by %s; chmod go-w it" % (
-            path, "others" if st.st_mode & 0o002 else "its group")
-    euid = posix.geteuid()
-    if st.st_uid not in (0, euid):
-        return ("%s belongs to uid %d, not to root or uid %d (this process); chown it to "
-                "the user qmail-smtpd runs as" % (path, st.st_uid, euid))
-    return None
-
-
 def describe(err):
     """An OSError from here (or from open) as text for a log line."""
     return err.strerror or str(err)

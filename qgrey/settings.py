@@ -231,6 +231,12 @@ def read_file(path, owners=None):
     """-> ({name: (value, source)}, problems). A missing file is no problem.
     The file must be a regular file of at most CONFIG_LIMIT bytes; a link
     is followed only to a file that belongs to one of owners (None: any)."""
+    try:  # a missing file costs no import
+        posix.lstat(path)
+    except FileNotFoundError:
+        return {}, []
+    except OSError:
+        pass
     from qgrey import files
     try:
         data = files.read_regular(path, CONFIG_LIMIT, follow=True, owners=owners)
@@ -296,16 +302,32 @@ def load(environ):
     return settings
 
 
+def directory_problem(path, st):
+    """Why the directory path (st: its stat) cannot be trusted with the files
+    qgrey reads, as one line with the fix; None when it can: a directory,
+    owned by root or this process's effective user, that no one else may
+    write (whoever may write it may replace any file in it)."""
+    if st.st_mode & 0o170000 != 0o040000:
+        return "%s is not a directory" % path
+    if st.st_mode & 0o022:
+        return "%s is writable by %s; chmod go-w it" % (
+            path, "others" if st.st_mode & 0o002 else "its group")
+    euid = posix.geteuid()
+    if st.st_uid not in (0, euid):
+        return ("%s belongs to uid %d, not to root or uid %d (this process); chown it to "
+                "the user qmail-smtpd runs as" % (path, st.st_uid, euid))
+    return None
+
+
 def _check_directory(gl_dir):
     """-> (StoreError or None, whether GL_DIR is missing, (0, its owner) when
     safe); as qgrey.store.check_directory, which is imported only on error."""
-    from qgrey import files
     try:
         st = posix.stat(gl_dir)
     except OSError as err:
         problem, missing = "%s: %s" % (gl_dir, err.strerror), isinstance(err, FileNotFoundError)
     else:
-        problem, missing = files.directory_problem(gl_dir, st), False
+        problem, missing = directory_problem(gl_dir, st), False
     if problem is None:
         return None, False, (0, st.st_uid)
     from qgrey.store import StoreError

@@ -138,15 +138,15 @@ def check_directory(path, st=None):
     """GL_DIR must exist, be a directory, belong to root or to this process's
     effective user, and be writable by its owner only: everything in it is
     trusted, and whoever may write the directory may replace any file in it
-    (files.directory_problem). st: its stat, when the caller has it.
+    (settings.directory_problem). st: its stat, when the caller has it.
     -> its stat. Raises StoreError("directory", one line with the fix)."""
-    from qgrey import files
+    from qgrey.settings import directory_problem
     if st is None:
         try:
             st = posix.stat(path)
         except OSError as err:
             raise StoreError("directory", "GL_DIR %s: %s" % (path, err.strerror))
-    problem = files.directory_problem(path, st)
+    problem = directory_problem(path, st)
     if problem is not None:
         raise StoreError("directory", "GL_DIR " + problem)
     return st
