@@ -1,6 +1,6 @@
 """qgrey-admin: look at and change the greylisting database.
 
-Subcommands: list (show), allow, delete, stats, dump, load, check.
+Subcommands: list (show), allow, delete, stats, dump, load, check, spf.
 Settings come from the environment and GL_DIR/config, as for the plugin.
 Run as root, it works with the ids of GL_DIR's owner (tool.become_owner),
 taken after a dump or load FILE is opened and before anything in GL_DIR is
@@ -8,7 +8,7 @@ read; check --user takes that user's ids instead.
 
 Exit status: 0 done; 1 nothing matched (delete) or check found a problem;
 100 usage or bad input (including a damaged database); 111 temporary
-failure (lock timeout, I/O).
+failure (lock timeout, I/O; spf: temperror).
 """
 import argparse
 import os
@@ -377,6 +377,31 @@ def cmd_check(args, environ, out):
     return check.run(environ, args.user, out, smtpplugins=args.smtpplugins)
 
 
+def cmd_spf(args, settings, out):
+    """SPF for a client, with the plugin's resolver and settings (GL_DNS,
+    GL_DNS_TIMEOUT): the result as the first word, then the term that
+    decided and the domain whose record did. Exit 111 on temperror."""
+    from qgrey import dns, spf
+    if spf.parse_ip(args.ip) is None:
+        raise Failure("usage: %s is not an IP address" % settings_module.sanitise(args.ip))
+    sender = "" if args.sender == "<>" else args.sender
+    if not sender and not args.helo:
+        raise Failure("usage: the null sender <> is checked as postmaster@HELO: give HELO")
+    resolver = dns.Resolver(settings.dns or None, settings.dns_timeout)
+    result = spf.check_host(args.ip, None, sender, args.helo or "", resolver)
+    line = [result.result]
+    if result.term:
+        line.append("term=" + result.term)
+    if result.domain:
+        line.append("domain=" + result.domain)
+    if result.reason:
+        line.append("(%s)" % result.reason)
+    if result.explanation:
+        line.append("explanation=%s" % result.explanation)
+    out.write("".join(c if " " <= c <= "~" else "?" for c in " ".join(line)) + "\n")
+    return 111 if result.result == spf.TEMPERROR else 0
+
+
 def duration_arg(text):
     try:
         return settings_module.duration(text)
@@ -434,6 +459,16 @@ def parser():
     p.add_argument("--smtpplugins", metavar="PATH", help="qmail-spp's plugin list to check "
                    "qgrey's entries in (default: /var/qmail/control/smtpplugins)")
     p.set_defaults(run=cmd_check)
+    p = sub.add_parser("spf", help="evaluate SPF for a client and sender",
+                       description="Evaluate SPF (RFC 7208) as qgrey does, with GL_DNS and "
+                       "GL_DNS_TIMEOUT. Prints the result first (pass, fail, softfail, neutral, "
+                       "none, temperror, permerror), then term= (what decided it) and domain= "
+                       "(the domain whose record decided). Exit 0, or 111 on temperror.")
+    p.add_argument("ip", metavar="IP", help="the client's address")
+    p.add_argument("sender", metavar="SENDER", help="envelope sender, <> for the null sender")
+    p.add_argument("helo", metavar="HELO", nargs="?", help="the client's HELO name "
+                   "(the identity checked for the null sender)")
+    p.set_defaults(run=cmd_spf)
     return top
 
 
@@ -460,6 +495,8 @@ def run(argv, environ, out):
         settings = settings_module.load(environ)
         for problem in settings.problems:
             sys.stderr.write("%s: warning: %s\n" % (PROGRAM, problem))
+        if args.run is cmd_spf:  # no database
+            return cmd_spf(args, settings, out)
         store = open_store(settings)
         try:
             return args.run(args, settings, store, out)

@@ -192,11 +192,12 @@ def parse_server(item):
     """'192.0.2.1', '192.0.2.1:5353', '2001:db8::1', '[2001:db8::1]:5353'
     -> (family, host, port). IP addresses only: a name would need DNS."""
     item = item.strip()
+    shown = "".join(c if " " < c <= "~" else "?" for c in item[:80])
     host, port = item, 53
     if item.startswith("["):
         host, sep, rest = item[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
-            raise ValueError("%s: want [IPv6]:port" % item)
+            raise ValueError("%s: want [IPv6]:port" % shown)
         if rest:
             port = _port(rest[1:])
     elif item.count(":") == 1:
@@ -208,12 +209,12 @@ def parse_server(item):
             return family, host, port
         except (OSError, ValueError):
             pass
-    raise ValueError("%s: an IP address, not a host name (it would need DNS)" % item)
+    raise ValueError("%s: an IP address, not a host name (it would need DNS)" % shown)
 
 
 def _port(text):
     if not (text.isdigit() and text.isascii() and 0 < int(text) < 65536):
-        raise ValueError("bad port %s" % text)
+        raise ValueError("bad port %s" % "".join(c if " " < c <= "~" else "?" for c in text[:20]))
     return int(text)
 
 

@@ -122,6 +122,23 @@ def redis_servers(text):
     return tuple(servers)
 
 
+def dns_servers(text):
+    """'resolv.conf' or '' (() : the nameserver lines of /etc/resolv.conf)
+    or a comma-separated list of IPv4, IPv4:port, IPv6 or [IPv6]:port ->
+    tuple of (family, host, port) as qgrey.dns takes them. IP addresses
+    only: a server given by name would need DNS to be found."""
+    if text.strip() in ("", "resolv.conf"):
+        return ()
+    from qgrey.dns import parse_server
+    items = text.split(",")
+    if len(items) > 8:
+        raise ValueError("more than 8 servers")
+    servers = []
+    for item in items:
+        servers.append(parse_server(item))  # its errors show the item sanitised
+    return tuple(servers)
+
+
 def prefix(text):
     if len(text) > 64 or not all(" " < c <= "~" for c in text):
         raise ValueError("must be at most 64 printable ASCII characters without spaces")
@@ -169,6 +186,11 @@ TABLE = (
      "GL_STORE=redis: prefix of every key qgrey writes"),
     ("GL_REDIS_TIMEOUT", positive_duration, "0.5",
      "GL_STORE=redis: longest time a decision spends on Redis (connect, replies, retries)"),
+    ("GL_DNS", dns_servers, "resolv.conf",
+     "name servers for SPF, IPv4[:port] or [IPv6]:port, comma-separated, tried in turn; "
+     "resolv.conf: the nameserver lines of /etc/resolv.conf"),
+    ("GL_DNS_TIMEOUT", positive_duration, "2",
+     "longest time one decision spends on DNS in all (every query, every server)"),
     ("GL_MESSAGE", message, "Greylisted, please try again later",
      "text of the 451 reply, after '451 4.7.1 '"),
     ("GL_NORMALISE_SENDER", boolean, "1",

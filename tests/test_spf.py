@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 
 import pytest
 
@@ -159,3 +160,151 @@ def test_suite_is_whole():
         unavailable(SUITE[0][1])
     # pyspf 2.0.14 carries the 2014.05 release: 16 scenarios, 203 tests
     assert len(SUITE) == 203
+
+
+# check_host and qgrey-admin spf against a real DNS server (nsd)
+
+SPF_ZONES = {
+    "provider.test": """
+@       TXT "v=spf1 include:_spf.provider.test -all"
+_spf    TXT "v=spf1 include:_net4.provider.test include:_net6.provider.test ~all"
+_net4   TXT "v=spf1 ip4:198.51.100.0/24 ip4:203.0.113.0/25 -all"
+_net6   TXT "v=spf1 ip6:2001:db8:100::/48 -all"
+""",
+    "catchall.test": '@ TXT "v=spf1 +all"',
+    "redirected.test": '@ TXT "v=spf1 redirect=provider.test"',
+    "mxdomain.test": """
+@       TXT "v=spf1 mx a:relay.mxdomain.test/30 -all"
+@       MX 10 mail.mxdomain.test.
+mail    A 192.0.2.25
+mail    AAAA 2001:db8:25::25
+relay   A 192.0.2.28
+""",
+    "nospf.test": '@ A 192.0.2.1\n@ TXT "just text"',
+    "twice.test": '@ TXT "v=spf1 -all"\n@ TXT "v=spf1 +all"',
+    "loop.test": '@ TXT "v=spf1 include:loop.test"',
+    "exp.test": '@ TXT "v=spf1 -all exp=why.exp.test"\nwhy TXT "%{i} is not one of %{d}\'s hosts"',
+    "helo.test": 'mx TXT "v=spf1 ip4:192.0.2.77 -all"',
+}
+
+# (client, sender, helo) -> result, term, domain: what qgrey-admin spf prints
+SPF_CASES = [
+    (("198.51.100.7", "alice@provider.test", "a.example"),
+     "pass term=ip4:198.51.100.0/24 domain=_net4.provider.test"),
+    (("203.0.113.100", "alice@provider.test", "a.example"),
+     "pass term=ip4:203.0.113.0/25 domain=_net4.provider.test"),
+    (("2001:db8:100:5::1", "alice@provider.test", "a.example"),
+     "pass term=ip6:2001:db8:100::/48 domain=_net6.provider.test"),
+    (("203.0.113.200", "alice@provider.test", "a.example"),
+     "fail term=-all domain=provider.test"),
+    (("192.0.2.99", "bob@redirected.test", "a.example"),
+     "fail term=-all domain=provider.test"),
+    (("2001:db8:100::9", "bob@redirected.test", "a.example"),
+     "pass term=ip6:2001:db8:100::/48 domain=_net6.provider.test"),
+    (("192.0.2.99", "anyone@catchall.test", "a.example"),
+     "pass term=+all domain=catchall.test"),
+    (("192.0.2.25", "x@mxdomain.test", "a.example"), "pass term=mx domain=mxdomain.test"),
+    (("2001:db8:25::25", "x@mxdomain.test", "a.example"), "pass term=mx domain=mxdomain.test"),
+    (("192.0.2.30", "x@mxdomain.test", "a.example"),
+     "pass term=a:relay.mxdomain.test/30 domain=mxdomain.test"),
+    (("192.0.2.32", "x@mxdomain.test", "a.example"), "fail term=-all domain=mxdomain.test"),
+    (("192.0.2.1", "x@nospf.test", "a.example"),
+     "none domain=nospf.test (no SPF record for nospf.test)"),
+    (("192.0.2.1", "x@nothere.provider.test", "a.example"),
+     "none domain=nothere.provider.test (no SPF record for nothere.provider.test)"),
+    (("192.0.2.1", "x@refused.example", "a.example"),  # a zone nsd does not serve
+     "temperror domain=refused.example (DNS error for refused.example TXT: refused)"),
+    (("192.0.2.1", "x@twice.test", "a.example"),
+     "permerror domain=twice.test (2 SPF records for twice.test)"),
+    (("192.0.2.1", "x@loop.test", "a.example"),
+     "permerror domain=loop.test (more than 10 DNS lookups)"),
+    (("192.0.2.1", "x@exp.test", "a.example"),
+     "fail term=-all domain=exp.test explanation=192.0.2.1 is not one of exp.test's hosts"),
+    (("192.0.2.77", "<>", "mx.helo.test"), "pass term=ip4:192.0.2.77 domain=mx.helo.test"),
+    (("192.0.2.78", "<>", "mx.helo.test"), "fail term=-all domain=mx.helo.test"),
+]
+
+
+@pytest.fixture(scope="module")
+def nsd(tmp_path_factory):
+    from dnsserver import NSD
+    server = NSD(tmp_path_factory.mktemp("nsd"), SPF_ZONES)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("args,expected", SPF_CASES, ids=["-".join(c[0][:2]) for c in SPF_CASES])
+def test_check_host_against_nsd(nsd, args, expected):
+    resolver = dns.Resolver([dns.parse_server(nsd.server)], 2.0)
+    ip, sender, helo = args
+    result = spf.check_host(ip, None, "" if sender == "<>" else sender, helo, resolver)
+    words = [result.result] + (["term=" + result.term] if result.term else []) + [
+        "domain=" + result.domain] + (["(%s)" % result.reason] if result.reason else []) + (
+        ["explanation=" + result.explanation] if result.explanation else [])
+    assert " ".join(words) == expected
+
+
+PYSPF = """
+import sys, DNS, spf
+DNS.defaults["server"] = ["127.0.0.1"]
+DNS.defaults["port"] = int(sys.argv[1])
+for line in sys.stdin:
+    ip, sender, helo = line.split()
+    print(spf.check2(i=ip, s="" if sender == "<>" else sender, h=helo)[0])
+"""
+
+
+def test_same_results_as_pyspf(nsd):
+    """Debian's python3-spf on the same server gives the same results, but
+    for REFUSED: RFC 7208 4.4 makes any RCODE but 0 and 3 a temperror,
+    pyspf (with pydns) says none."""
+    if subprocess.run(["/usr/bin/python3", "-c", "import spf, DNS"],
+                      capture_output=True).returncode:
+        unavailable("python3-spf (pyspf with pydns) is not installed")
+    cases = [case for case in SPF_CASES if "refused" not in case[1]]
+    lines = "".join(" ".join(args) + "\n" for args, _ in cases)
+    proc = subprocess.run(["/usr/bin/python3", "-c", PYSPF, str(nsd.port)], input=lines,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [expected.split()[0] for _, expected in cases]
+
+
+def admin(nsd_server, gl_dir, *args, timeout="2"):
+    env = {"PATH": "/usr/bin:/bin", "GL_DIR": str(gl_dir), "GL_DNS": nsd_server,
+           "GL_DNS_TIMEOUT": timeout}
+    command = os.path.join(os.path.dirname(sys.executable), "qgrey-admin")
+    return subprocess.run([command, "spf"] + list(args), env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60, cwd="/")
+
+
+def test_admin_spf(nsd, tmp_path):
+    for args, expected in SPF_CASES[:3] + SPF_CASES[6:7] + SPF_CASES[-4:]:
+        proc = admin(nsd.server, tmp_path, *args)
+        assert (proc.stdout, proc.stderr, proc.returncode) == (expected + "\n", "", 0)
+    # the HELO is optional, but the null sender needs it
+    proc = admin(nsd.server, tmp_path, "198.51.100.7", "alice@provider.test")
+    assert (proc.stdout, proc.returncode) == (
+        "pass term=ip4:198.51.100.0/24 domain=_net4.provider.test\n", 0)
+    proc = admin(nsd.server, tmp_path, "198.51.100.7", "<>")
+    assert (proc.stdout, proc.stderr, proc.returncode) == ("", (
+        "qgrey-admin: fatal: usage: the null sender <> is checked as postmaster@HELO: "
+        "give HELO\n"), 100)
+    proc = admin(nsd.server, tmp_path, "198.51.100.300", "alice@provider.test")
+    assert (proc.stdout, proc.stderr, proc.returncode) == (
+        "", "qgrey-admin: fatal: usage: 198.51.100.300 is not an IP address\n", 100)
+
+
+def test_admin_spf_dead_server_is_temperror_within_the_deadline(tmp_path):
+    from dnsserver import FakeServer
+    silent = FakeServer()
+    try:
+        start = time.monotonic()
+        proc = admin(silent.server, tmp_path, "198.51.100.7", "alice@provider.test",
+                     timeout="0.5")
+        elapsed = time.monotonic() - start
+    finally:
+        silent.stop()
+    assert (proc.stdout, proc.stderr, proc.returncode) == (
+        "temperror domain=provider.test (DNS timeout for provider.test TXT: no answer)\n", "",
+        111)
+    assert elapsed < 0.5 + 2  # the interpreter's start, then half a second of DNS
