@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import NOBODY, SPP_ENV, needs_root, spp
+from conftest import NOBODY, needs_root, unavailable
 
 GREYLISTED = b"E451 4.7.1 Greylisted, please try again later\n"
 DEFERRED = b"E451 4.3.0 Greylisting is temporarily unavailable, please try again later\n"
@@ -95,7 +95,10 @@ def test_fifo_as_config_gives_the_defaults(run, gl_dir):
 def test_fifo_in_the_store_is_an_error_answered_at_once(run, gl_dir, name, env, reason,
                                                           detail, on_error):
     if name == "qgrey.gdbm":
-        pytest.importorskip("dbm.gnu")
+        try:
+            import dbm.gnu  # noqa: F401
+        except ImportError:
+            unavailable("this Python has no dbm.gnu")
     os.mkfifo(os.path.join(gl_dir, name))
     result, elapsed = timed(run, GL_ON_ERROR=on_error, **env)
     assert elapsed < BOUND
@@ -218,6 +221,23 @@ def test_a_malformed_cache_is_rebuilt_in_bounded_memory(run, launcher, gl_dir, c
     with open(cache, "rb") as f:
         assert f.read(19) == b"qgrey list cache 3\n"
     assert os.path.getsize(cache) < 20000
+
+
+def test_the_cache_format_is_checked_whole():
+    from qgrey import lists
+    text = long_list(b"2001:db8::/32\nexample.org\nbad line\n" + b"x..y\n" * 5)
+    parsed = lists.parse(lists.CLIENTS, text, lists.SHOWN)
+    cache = lists.encode_cache(b"1 2 3 4 5", parsed)
+    data, problems = lists.decode_cache(cache, b"1 2 3 4 5")
+    assert data == parsed[0]
+    assert problems == [(603, "more than one entry on the line"),
+                        (604, "not an IP address, network or host name"),
+                        (605, "not an IP address, network or host name")]
+    assert problems.count == 6
+    assert lists.decode_cache(cache, b"1 2 3 4 6") is None  # another list
+    assert lists.decode_cache(cache[:-1], b"1 2 3 4 5") is None  # truncated
+    assert lists.decode_cache(cache + b"x\n", b"1 2 3 4 5") is None  # longer
+    assert lists.decode_cache(cache.replace(b"\n24\n", b"\n24,8\n", 1), b"1 2 3 4 5") is None
 
 
 def test_a_cache_of_another_list_is_not_used(run, gl_dir):
