@@ -13,7 +13,7 @@ Only posix (built in) is imported: the plugin reads its files through here.
 import posix
 
 EINVAL, EPERM, EFBIG = 22, 1, 27
-_READ = posix.O_RDONLY | posix.O_NONBLOCK | posix.O_CLOEXEC
+_READ = posix.O_RDONLY | posix.O_NONBLOCK | posix.O_CLOEXEC | posix.O_NOCTTY
 
 
 class Refused(OSError):
@@ -25,6 +25,10 @@ def open_regular(path, follow=False, owners=None):
     """-> (fd, stat) of a regular file. Raises FileNotFoundError, Refused, or
     OSError. follow: a symbolic link is followed (its target checked);
     owners: the uids the file may belong to (None: any)."""
+    if follow:  # a device or FIFO at the end of a link is refused unopened
+        st = posix.stat(path)
+        if st.st_mode & 0o170000 != 0o100000:
+            raise Refused(EINVAL, "not a regular file", path)
     fd = posix.open(path, _READ if follow else _READ | posix.O_NOFOLLOW)
     try:
         st = posix.fstat(fd)
