@@ -337,7 +337,7 @@ class Checker:
         if letter == "h":
             return self.helo
         if letter == "p":
-            names = self.ptr_names()
+            names, domain = self.ptr_names(), domain.lower()
             for name in names:
                 if name == domain or name.endswith("." + domain):
                     return name
