@@ -35,7 +35,8 @@ def fetch_suite():
     os.makedirs(cache_dir(), exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
-                               "--no-binary", ":all:", PYSPF, "-d", tmp],
+                               "--no-binary", ":all:", "--retries", "1", "--timeout", "20",
+                               PYSPF, "-d", tmp],
                               capture_output=True, text=True, timeout=300)
         archives = [f for f in os.listdir(tmp) if f.endswith(".tar.gz")]
         if proc.returncode or not archives:
@@ -43,9 +44,10 @@ def fetch_suite():
         with tarfile.open(os.path.join(tmp, archives[0])) as tar:
             member = [m for m in tar.getmembers() if m.name.endswith("/test/" + SUITE_NAME)][0]
             data = tar.extractfile(member).read()
-    with open(path + ".tmp", "wb") as out:
+    temporary = "%s.%d.tmp" % (path, os.getpid())  # runs at the same time
+    with open(temporary, "wb") as out:
         out.write(data)
-    os.replace(path + ".tmp", path)
+    os.replace(temporary, path)
     return path
 
 
