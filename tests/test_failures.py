@@ -1,0 +1,127 @@
+"""The plugin's documented failure behaviours (qgrey(8): DESCRIPTION, GL_DIR,
+GL_ON_ERROR, GL_REDIS, FILES), each run as qmail-spp runs it: environment
+only, stdin closed, cwd /. Every test asserts the exact reply, the exact log
+line (action, reason, detail) and the exit status (always 0).
+"""
+import fcntl
+import os
+
+import pytest
+
+from conftest import SPP_ENV
+
+GREYLISTED = b"E451 4.7.1 Greylisted, please try again later\n"
+DEFERRED = b"E451 4.3.0 Greylisting is temporarily unavailable, please try again later\n"
+PAIR = "client=198.51.100.7 sender=alice@example.org recipient=bob@example.net"
+
+
+def error_line(reason, detail, answered="defer"):
+    return ("qgrey: action=error reason=%s %s detail=%s; answered %s\n"
+            % (reason, PAIR, detail, answered)).encode()
+
+
+def answered(result, reply, log):
+    assert (result.returncode, result.stdout, result.stderr) == (0, reply, log)
+
+
+# GL_DIR and the files in it that are not what they must be.
+
+@pytest.mark.parametrize("on_error, reply", [("defer", DEFERRED), ("accept", b"")])
+def test_gl_dir_that_is_a_file_is_a_directory_error(run, tmp_path, on_error, reply):
+    path = tmp_path / "plain"
+    path.write_bytes(b"")
+    result = run(GL_DIR=str(path), GL_ON_ERROR=on_error)
+    answered(result, reply, error_line(
+        "directory", "GL_DIR %s is not a directory" % path, on_error))
+
+
+def test_lock_file_that_is_a_directory_is_an_io_error(run, gl_dir):
+    os.mkdir(gl_dir + "/lock")
+    result = run(GL_ON_ERROR="defer")
+    answered(result, DEFERRED, error_line(
+        "io", "cannot open lock file %s/lock: Is a directory" % gl_dir))
+
+
+def test_lock_file_that_is_a_fifo_is_an_io_error_without_waiting(run, gl_dir):
+    os.mkfifo(gl_dir + "/lock")
+    result = run(GL_ON_ERROR="defer", timeout=20)
+    answered(result, DEFERRED, error_line(
+        "io", "lock file %s/lock is not a regular file" % gl_dir))
+
+
+def hold(path):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def test_deadline_spent_before_the_lock_wait_keeps_the_read_answer(run, gl_dir):
+    """GL_LOCK_TIMEOUT=0 and the lock taken: no wait at all; the new triplet
+    is still refused, and the log says it was not recorded."""
+    fd = hold(gl_dir + "/lock.queue")
+    try:
+        result = run(GL_LOCK_TIMEOUT="0")
+    finally:
+        os.close(fd)
+    answered(result, GREYLISTED, (
+        "qgrey: action=greylist reason=new %s waited=0 detail=not recorded: no lock on "
+        "%s/lock.queue within the deadline (lock-timeout)\n" % (PAIR, gl_dir)).encode())
+    # Nothing was recorded: the next run, with the lock free, still finds it new.
+    again = run()
+    answered(again, GREYLISTED, (
+        "qgrey: action=greylist reason=new %s waited=0\n" % PAIR).encode())
+
+
+def test_lock_wait_ends_at_the_deadline(run, gl_dir):
+    fd = hold(gl_dir + "/lock")
+    try:
+        result = run(GL_LOCK_TIMEOUT="0.3")
+    finally:
+        os.close(fd)
+    answered(result, GREYLISTED, (
+        "qgrey: action=greylist reason=new %s waited=0 detail=not recorded: no lock on "
+        "%s/lock within the deadline (lock-timeout)\n" % (PAIR, gl_dir)).encode())
+
+
+@pytest.mark.parametrize("make", ["directory", "fifo"])
+def test_database_that_is_not_a_regular_file(run, gl_dir, make):
+    path = gl_dir + "/qgrey.sqlite"
+    os.mkdir(path) if make == "directory" else os.mkfifo(path)
+    result = run(GL_ON_ERROR="defer", timeout=20)
+    answered(result, DEFERRED, error_line(
+        "database", "%s is not a regular file" % path))
+
+
+# Salt, config and lists that cannot be read.
+
+def test_salt_that_is_a_directory_is_an_io_error(run, gl_dir):
+    os.mkdir(gl_dir + "/salt")
+    result = run(GL_PRIVACY="1", GL_ON_ERROR="defer")
+    answered(result, DEFERRED, error_line("io", "salt: not a regular file"))
+
+
+def test_salt_too_short_is_an_io_error(run, gl_dir):
+    with open(gl_dir + "/salt", "wb") as f:
+        f.write(b"short")
+    os.chmod(gl_dir + "/salt", 0o600)
+    result = run(GL_PRIVACY="1", GL_ON_ERROR="defer")
+    answered(result, DEFERRED, error_line(
+        "io", "salt: %s/salt is shorter than 16 bytes" % gl_dir))
+
+
+def test_config_that_is_a_fifo_is_ignored_with_one_warning(run, gl_dir):
+    os.mkfifo(gl_dir + "/config")
+    result = run(timeout=20)
+    answered(result, GREYLISTED, (
+        "qgrey: warning: cannot read %s/config: not a regular file; using the defaults\n"
+        "qgrey: action=greylist reason=new %s waited=0\n" % (gl_dir, PAIR)).encode())
+
+
+@pytest.mark.parametrize("name", ["whitelist-clients", "whitelist-recipients",
+                                  "whitelist-senders", "greytraps"])
+def test_list_that_is_a_directory_is_ignored_with_one_warning(run, gl_dir, name):
+    os.mkdir(gl_dir + "/" + name)
+    result = run()
+    answered(result, GREYLISTED, (
+        "qgrey: warning: cannot read %s/%s: not a regular file; list ignored\n"
+        "qgrey: action=greylist reason=new %s waited=0\n" % (gl_dir, name, PAIR)).encode())
