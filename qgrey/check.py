@@ -433,7 +433,7 @@ REDIS_FIXES = {
     "unreachable": "start Redis, or correct GL_REDIS",
     "timeout": "Redis is stalled or too far away; raise GL_REDIS_TIMEOUT only if it is slow",
     "auth": "put the right password (or user, then password) in GL_DIR/redis-auth, mode 600, "
-            "and grant the user the commands the README lists",
+            "and grant the user the commands docs/redis.md lists",
     "readonly": "list the primary in GL_REDIS",
     "loading": "wait until Redis has loaded its data",
 }

@@ -542,11 +542,9 @@ def test_examples_smtpplugins_lists_the_entries_in_order():
     assert sections["d"][-1] == "/opt/qgrey/bin/qgrey-data", sections
 
 
-def test_the_readme_and_the_man_page_list_the_three_entries():
-    with open(os.path.join(REPO, "README.md")) as f:
-        readme = f.read()
-    section = readme[readme.index("## Greylisting at DATA\n"):]
-    section = section[:section.index("\n## ")]
+def test_the_docs_and_the_man_page_list_the_three_entries():
+    with open(os.path.join(REPO, "docs", "data-stage.md")) as f:
+        section = f.read()
     assert ("```\n[mail]\n%s\n[rcpt]\n/opt/qgrey/bin/qgrey\n[data]\n/opt/qgrey/bin/qgrey-data\n```\n"
             % MAIL_ENTRY) in section
     assert NO_MAIL_ENTRY.startswith("GL_STAGE=data without the [mail] entry: ")
