@@ -125,3 +125,106 @@ def test_list_that_is_a_directory_is_ignored_with_one_warning(run, gl_dir, name)
     answered(result, GREYLISTED, (
         "qgrey: warning: cannot read %s/%s: not a regular file; list ignored\n"
         "qgrey: action=greylist reason=new %s waited=0\n" % (gl_dir, name, PAIR)).encode())
+
+
+# GL_STORE=redis: what the server or GL_DIR/redis-auth does wrong.
+
+@pytest.fixture
+def server(tmp_path):
+    from redisserver import RedisServer
+    s = RedisServer(tmp_path / "redis")
+    yield s
+    s.stop()
+
+
+def test_malformed_value_on_redis(run, server):
+    server.cli("SET", "qgrey:198.51.100.0/24 alice@example.org bob@example.net", "not an entry")
+    result = run(GL_STORE="redis", GL_REDIS=server.url, GL_ON_ERROR="defer")
+    answered(result, DEFERRED, error_line("database", "malformed value b'not an entry'"))
+
+
+def test_redis_write_refused_for_memory(run, server):
+    server.cli("CONFIG", "SET", "maxmemory", "1")
+    server.cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
+    result = run(GL_STORE="redis", GL_REDIS=server.url, GL_ON_ERROR="defer")
+    answered(result, DEFERRED, error_line(
+        "oom", "Redis %s: OOM command not allowed when used memory > 'maxmemory'." % server.url))
+
+
+@pytest.mark.parametrize("mode, problem", [
+    (0o640, "{path} may be read by others; chmod 600 it"),
+    (None, "{path} is not a regular file"),
+])
+def test_unusable_redis_auth(run, gl_dir, server, mode, problem):
+    path = gl_dir + "/redis-auth"
+    if mode is None:
+        os.mkdir(path)
+    else:
+        with open(path, "w") as f:
+            f.write("secret\n")
+        os.chmod(path, mode)
+    result = run(GL_STORE="redis", GL_REDIS=server.url, GL_ON_ERROR="defer")
+    answered(result, DEFERRED, error_line("auth", problem.format(path=path)))
+
+
+def test_redis_auth_of_three_lines(run, gl_dir, server):
+    path = gl_dir + "/redis-auth"
+    with open(path, "w") as f:
+        f.write("a\nb\nc\n")
+    os.chmod(path, 0o600)
+    result = run(GL_STORE="redis", GL_REDIS=server.url, GL_ON_ERROR="defer")
+    answered(result, DEFERRED, error_line(
+        "auth", "%s: want the password, or a user and a password, on one line each" % path))
+
+
+@pytest.mark.parametrize("variables, reason", [
+    ({"RELAYCLIENT": ""}, "relayclient"),
+    ({"SMTPAUTHUSER": "alice"}, "authenticated"),
+])
+def test_reply_of_an_outbound_client_not_recorded_when_redis_is_down(run, tmp_path, variables,
+                                                                     reason):
+    missing = str(tmp_path / "no-redis.sock")
+    result = run(GL_STORE="redis", GL_REDIS="unix:" + missing, GL_REVERSE="1",
+                 GL_ON_ERROR="defer", **variables)
+    answered(result, b"", (
+        "qgrey: action=skip reason=%s %s detail=reply not recorded: cannot connect to Redis unix:%s: "
+        "No such file or directory\n" % (reason, PAIR, missing)).encode())
+
+
+def test_reply_not_recorded_when_the_salt_cannot_be_read(run, gl_dir):
+    os.mkdir(gl_dir + "/salt")
+    result = run(RELAYCLIENT="", GL_REVERSE="1", GL_PRIVACY="1")
+    answered(result, b"", (
+        "qgrey: action=skip reason=relayclient %s detail=reply not recorded: salt: "
+        "not a regular file\n" % PAIR).encode())
+
+
+def test_a_silent_first_server_leaves_time_for_the_next(run, server):
+    """A first server whose connect never completes (its accept queue is
+    full) gets its share of GL_REDIS_TIMEOUT; the next one decides."""
+    import socket
+    import time
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(8):  # fill the accept queue: later SYNs are dropped
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fillers.append(s)
+        time.sleep(0.2)
+        started = time.monotonic()
+        result = run(GL_STORE="redis", GL_REDIS="127.0.0.1:%d,%s" % (port, server.url),
+                     GL_REDIS_TIMEOUT="2", GL_ON_ERROR="defer")
+        elapsed = time.monotonic() - started
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
+    answered(result, GREYLISTED, (
+        "qgrey: action=greylist reason=new %s waited=0\n" % PAIR).encode())
+    # Its share: half of the 2 s (two servers), then the second answers.
+    assert 0.9 < elapsed < 10
