@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from qgrey import settings
+from skips import kind_params
 from qgrey.policy import Entry
 from qgrey.store import open_store
 
@@ -47,7 +48,7 @@ def get_entry(gl_dir, kind, key):
 KEY = "198.51.100.0/24 alice@example.org bob@example.net"
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", kind_params())  # a kind this Python lacks: a listed skip
 def test_a_whole_cycle(run, gl_dir, kind):
     assert run(GL_STORE=kind).stdout == GREYLISTED
     assert run(GL_STORE=kind).stdout == GREYLISTED
@@ -60,7 +61,7 @@ def test_a_whole_cycle(run, gl_dir, kind):
     assert get_entry(gl_dir, kind, "nobody * *") is None
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", kind_params())  # a kind this Python lacks: a listed skip
 def test_update_deletes_and_keeps(gl_dir, kind):
     set_entry(gl_dir, kind, "a * *", Entry(1, 2, 3, 4))
     assert get_entry(gl_dir, kind, "a * *") == Entry(1, 2, 3, 4)
