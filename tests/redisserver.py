@@ -2,6 +2,13 @@
 in a temporary directory and a free loopback port, started and stopped by
 the test that needs it, never a system-wide instance.
 
+redis-server cannot be handed a socket nor asked for a port of its own
+choosing (--port 0 turns TCP off): the port is one the kernel has just
+handed out, and when another process takes it before redis-server binds
+it, redis-server exits saying so and is started again on another. Every
+start, restarts included, takes a fresh port: nothing is reused between
+runs, and a test that restarts a server reaches it again by its socket.
+
 Where redis-server is missing the tests skip, except where CI=true: there
 .ci/run installs it, and its absence fails the run.
 """
@@ -31,6 +38,9 @@ def free_port():
         return s.getsockname()[1]
 
 
+PORT_TAKEN = "Address already in use"
+
+
 class RedisServer:
     """One redis-server; .socket, .port, .url and .tcp (for GL_REDIS), .cli(*args)."""
 
@@ -39,7 +49,7 @@ class RedisServer:
         self.dir = str(directory)
         os.makedirs(self.dir, exist_ok=True)
         self.socket = os.path.join(self.dir, "redis.sock")
-        self.port = free_port()
+        self.port = None
         self.options = list(options)
         self.auth = None  # AUTH arguments for cli(), once the default user is off
         self.process = None
@@ -54,18 +64,32 @@ class RedisServer:
         return "127.0.0.1:%d" % self.port
 
     def start(self):
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+        """Start (or start again) on a fresh port; the socket stays."""
+        for _ in range(10):
+            if self._start(free_port()):
+                return
+        raise RuntimeError("redis-server found no free port: %s" % self.log())
+
+    def _start(self, port):
+        """-> True once it answers PING; False if port was taken meanwhile."""
+        log = os.path.join(self.dir, "log")
+        if os.path.exists(log):
+            os.unlink(log)
+        self.port = port
+        args = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1",
                 "--unixsocket", self.socket, "--unixsocketperm", "700",
                 "--dir", self.dir, "--save", "", "--appendonly", "no",
-                "--logfile", os.path.join(self.dir, "log"), "--daemonize", "no"] + self.options
+                "--logfile", log, "--daemonize", "no"] + self.options
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if PORT_TAKEN in self.log():
+                    return False
                 raise RuntimeError("redis-server exited: %s" % self.log())
             try:
                 if self.cli("PING") == "PONG":
-                    return
+                    return True
             except (OSError, RuntimeError):
                 pass
             time.sleep(0.02)
@@ -78,19 +102,23 @@ class RedisServer:
         except OSError:
             return ""
 
-    def cli(self, *args):
-        """One command through a plain RESP client -> decoded reply."""
+    def cli(self, *args, db=None):
+        """One command through a plain RESP client -> decoded reply; db:
+        SELECTed first."""
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(10)
             s.connect(self.socket)
-            out = b""
+            first = []
             if self.auth:
-                out += encode(("AUTH",) + tuple(self.auth))
-            out += encode(args)
-            s.sendall(out)
+                first.append(("AUTH",) + tuple(self.auth))
+            if db is not None:
+                first.append(("SELECT", db))
+            s.sendall(b"".join(encode(c) for c in first + [args]))
             reader = s.makefile("rb")
-            if self.auth:
-                read(reader)
+            for _ in first:
+                answer = read(reader)
+                if isinstance(answer, Exception):
+                    raise RuntimeError(str(answer))
             reply = read(reader)
         if isinstance(reply, Exception):
             raise RuntimeError(str(reply))
