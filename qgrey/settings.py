@@ -310,8 +310,10 @@ def load(environ):
                 name, sanitise(text), source, err, default))
             values[name] = parse(default)
     if values["GL_RETRY_WINDOW"] <= values["GL_DELAY"]:
-        problems.append("GL_RETRY_WINDOW must be longer than GL_DELAY; using 2d")
         values["GL_RETRY_WINDOW"] = max(whole_duration("2d"), values["GL_DELAY"] + 1)
+        problems.append("GL_RETRY_WINDOW must be longer than GL_DELAY; using %s" % (
+            "2d" if values["GL_RETRY_WINDOW"] == whole_duration("2d")
+            else "%d" % values["GL_RETRY_WINDOW"]))
     settings = Settings(gl_dir, values, problems)
     if missing and values["GL_STORE"] == "redis":
         # The database is elsewhere and there is nothing to read: no config,

@@ -221,14 +221,19 @@ def test_corrupt_database(run, gl_dir, content):
     failure(run(), b"database")
 
 
-def test_truncated_database(run, gl_dir):
+@pytest.mark.parametrize("on_error", ["accept", "defer"])
+def test_truncated_database(run, gl_dir, on_error):
+    """README, Failures: a truncated database is reason=database, answered
+    as GL_ON_ERROR says."""
     for n in range(5):
         run(SMTPRCPTTO="r%d@example.net" % n)
     path = os.path.join(gl_dir, "qgrey.sqlite")
     os.truncate(path, os.path.getsize(path) // 2 + 10)
-    result = run(SMTPRCPTTO="new@example.net")
-    assert result.returncode == 0 and result.stdout in (b"", GREYLISTED)
-    assert len(log_lines(result)) == 1
+    result = run(GL_ON_ERROR=on_error)
+    line = failure(result, b"database", on_error)
+    assert line == (b"qgrey: action=error reason=database " + LOG_TAIL + b" detail="
+                    + path.encode() + b": database disk image is malformed; answered "
+                    + on_error.encode())
 
 
 def test_symlinked_lock_file_is_not_followed(run, gl_dir, tmp_path):
@@ -238,8 +243,25 @@ def test_symlinked_lock_file_is_not_followed(run, gl_dir, tmp_path):
     failure(run(), b"io")
 
 
+def bare_start():
+    """Seconds a bare interpreter takes to start and exit here, now."""
+    started = time.monotonic()
+    spp([sys.executable, "-c", "pass"], {})
+    return time.monotonic() - started
+
+
+def in_time(elapsed, lock_timeout):
+    """Within GL_LOCK_TIMEOUT plus a little, the little scaled by a bare
+    interpreter's start timed right after: a loaded machine slows both."""
+    assert lock_timeout <= elapsed, elapsed
+    bare = bare_start()
+    assert elapsed < lock_timeout + 0.5 + 10 * bare, (elapsed, lock_timeout, bare)
+
+
 @pytest.mark.parametrize("on_error", ["accept", "defer"])
 def test_lock_held_elsewhere_times_out_within_the_deadline(run, gl_dir, on_error):
+    """The read takes no flock and decides: GL_ON_ERROR plays no part, the
+    same reply and line whichever it names (no "answered")."""
     fd = os.open(os.path.join(gl_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
@@ -250,8 +272,10 @@ def test_lock_held_elsewhere_times_out_within_the_deadline(run, gl_dir, on_error
         os.close(fd)
     # The read takes no flock: the new triplet is refused as the read says.
     assert (result.returncode, result.stdout) == (0, GREYLISTED)
-    assert result.stderr.endswith(b" (lock-timeout)\n") and b"detail=not recorded: " in result.stderr
-    assert 0.5 <= elapsed < 4
+    assert log_lines(result) == [
+        b"qgrey: action=greylist reason=new " + LOG_TAIL + b" waited=0 detail=not recorded: "
+        b"no lock on " + os.path.join(gl_dir, "lock").encode() + b" within the deadline (lock-timeout)"]
+    in_time(elapsed, 0.5)
 
 
 @pytest.mark.parametrize("on_error", ["accept", "defer"])
@@ -267,8 +291,12 @@ def test_nothing_read_while_a_writer_holds_sqlite_exclusive(run, gl_dir, on_erro
     finally:
         other.execute("ROLLBACK")
         other.close()
-    failure(result, b"lock-timeout", on_error)
-    assert 0.5 <= elapsed < 4
+    line = failure(result, b"lock-timeout", on_error)
+    assert line == (b"qgrey: action=error reason=lock-timeout " + LOG_TAIL + b" detail="
+                    + os.path.join(gl_dir, "qgrey.sqlite").encode()
+                    + b": a writer held SQLite's lock until the deadline; answered "
+                    + on_error.encode())
+    in_time(elapsed, 0.5)
 
 
 def test_store_without_dbm_dumb(run):
@@ -300,7 +328,7 @@ def test_the_per_rcpt_path_imports_only_what_a_decision_needs(run, gl_dir):
     heavy = {b"os", b"re", b"sqlite3", b"_sqlite3", b"signal", b"enum", b"collections",
              b"functools", b"ipaddress", b"logging", b"argparse", b"datetime"}
     relay = imported_by_a_decision(run, gl_dir, RELAYCLIENT="", GL_REVERSE="0")
-    assert relay == {b"qgrey", b"qgrey.plugin", b"qgrey.settings"}
+    assert relay == {b"qgrey", b"qgrey.plugin", b"qgrey.reply", b"qgrey.request", b"qgrey.settings"}
     # reverse tracking: once the pair is recorded, a relay client costs a lookup
     imported_by_a_decision(run, gl_dir, RELAYCLIENT="")
     relay = imported_by_a_decision(run, gl_dir, RELAYCLIENT="")

@@ -18,7 +18,7 @@ import zlib
 
 import pytest
 
-from qgrey import htmlreport, keys, report, settings as settings_module
+from qgrey import htmlreport, report, settings as settings_module
 
 BIN = os.path.dirname(sys.executable)
 START = 1763251200  # 2025-11-16 00:00 UTC
@@ -229,17 +229,17 @@ def test_the_page_has_the_text_reports_numbers(tmp_path, gl_dir):
         [line.split() for line in sections[learning_head]]
     assert {r for r, _ in (line.split() for line in sections[learning_head])} == {"new", "greytrap"}
 
-    # Networks: the client field of the plugin's key, counted here afresh.
-    settings = settings_module.load({b"GL_DIR": gl_dir.encode()})
+    # Networks: every client of traffic() is a dotted quad, its /24 (the
+    # default GL_IPV4_PREFIX) its first three parts; counted here afresh.
     networks = {}
     for line in lines:
         if "action=greylist " in line:
-            client = re.search(r" client=(\S+)", line).group(1)
-            network = keys.client(client.encode(), settings)
-            networks[network] = networks.get(network, 0) + 1
+            client = re.search(r" client=(\d+\.\d+\.\d+)\.\d+ ", line).group(1)
+            networks[client + ".0/24"] = networks.get(client + ".0/24", 0) + 1
     top = sorted(networks.items(), key=lambda i: (-i[1], i[0]))[:report.TOP]
     assert [(net, n(count)) for net, count, _ in parsed.rows("networks")] == top
-    assert top[0][0] in ("203.0.113.0/24", "198.51.100.0/24", "192.0.2.0/24")
+    # Seed 7: one network leads, the busiest of the three that bots favour.
+    assert top[0][0] == "198.51.100.0/24" and top[0][1] > top[1][1], top[:3]
 
 
 def test_exact_clients_are_their_own_networks(tmp_path, gl_dir):

@@ -41,8 +41,12 @@ def test_bad_values_are_reported_with_name_and_source(tmp_path):
 
 
 def test_window_shorter_than_delay_is_refused(tmp_path):
-    s = load({"GL_DELAY": "3d"}, tmp_path)
-    assert s.retry_window > s.delay and s.problems
+    s = load({"GL_DELAY": "3d"}, tmp_path)  # longer than the default window, 2d
+    assert (s.delay, s.retry_window) == (259200, 259201)
+    assert s.problems == ["GL_RETRY_WINDOW must be longer than GL_DELAY; using 259201"]
+    s = load({"GL_DELAY": "1h", "GL_RETRY_WINDOW": "30m"}, tmp_path)
+    assert (s.delay, s.retry_window) == (3600, 172800)
+    assert s.problems == ["GL_RETRY_WINDOW must be longer than GL_DELAY; using 2d"]
 
 
 def test_prefix_lengths_are_validated(tmp_path):
@@ -52,7 +56,9 @@ def test_prefix_lengths_are_validated(tmp_path):
                         ("GL_IPV6_PREFIX", "129"), ("GL_IPV6_PREFIX", "/64")):
         s = load({name: value}, tmp_path)
         assert (s.ipv4_prefix, s.ipv6_prefix) == (24, 64)
-        assert s.problems and "not a whole number from" in s.problems[0], s.problems
+        low, high, default = (8, 32, 24) if name == "GL_IPV4_PREFIX" else (16, 128, 64)
+        assert s.problems == ["%s=%s from environment: not a whole number from %d to %d; using %d"
+                              % (name, value, low, high, default)]
 
 
 def test_redis_servers_are_validated(tmp_path):
