@@ -81,6 +81,31 @@ def installed_command():
     return os.path.join(os.path.dirname(sys.executable), "qgrey")
 
 
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def system_install(top):
+    """The package under test installed as the README says, with
+    `/usr/bin/python3 -m qgrey.install`, into top/prefix (commands linked
+    into top/links) -> top/prefix/bin. top must be root's, and reachable
+    by the qmail user where it runs the plugin."""
+    import shutil
+    import qgrey
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        unavailable(SYSTEM_PYTHON + " is missing: qgrey.install installs for the system's Python")
+    source = os.path.join(top, "src")
+    shutil.copytree(os.path.dirname(os.path.abspath(qgrey.__file__)),
+                    os.path.join(source, "qgrey"),
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    prefix = os.path.join(top, "prefix")
+    done = subprocess.run([SYSTEM_PYTHON, "-m", "qgrey.install", "--prefix", prefix,
+                           "--bin", os.path.join(top, "links")], cwd=source,
+                          env={"PATH": "/usr/bin:/bin"}, preexec_fn=_close_stdin,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done
+    return os.path.join(prefix, "bin")
+
+
 def _close_stdin():
     os.close(0)
 
