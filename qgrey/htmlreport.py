@@ -1,7 +1,7 @@
 """The qgrey-report page: one HTML file, its charts inline SVG drawn here;
 no script, nothing fetched from anywhere.
 
-write(report, out) renders a qgrey.report.Report, the one the text report
+write(report, out) renders a qgrey.tally.Report, the one the text report
 is written from: the same counters, plus its decisions per time bucket.
 Every value that came from the log is escaped (control characters shown
 as \\xNN, as in the text report). Series differ by pattern
@@ -11,7 +11,7 @@ the bars.
 import html
 import time
 
-from qgrey.report import DELAY_BUCKETS, _span, visible
+from qgrey.tally import DELAY_BUCKETS, span, visible
 
 LIST = 200            # triplets listed that never came back
 BARS = 168            # bars in a time chart at most (a week of hours)
@@ -230,8 +230,7 @@ def decisions(report, out):
         return
     out.write('<table id="decisions">\n<tr><th>action</th><th>reason</th><th class="n">decisions</th>'
               '<th class="n">share</th></tr>\n')
-    ordered = sorted(report.decisions.items(), key=lambda i: (i[0][0], -i[1], i[0][1]))
-    for (action, reason), count in ordered:
+    for (action, reason), count in report.decision_counts():
         out.write('<tr><td>%s</td><td>%s</td><td class="n">%s</td><td class="n">%s</td></tr>\n'
                   % (escape(action), escape(reason), number(count), percent(count, report.lines)))
     out.write("</table>\n</section>\n")
@@ -240,12 +239,12 @@ def decisions(report, out):
 # Delays of mail that passed: the text report's buckets.
 
 def delays(report, out):
-    passed = sum(report.delays)
+    passed = report.passed()
     out.write("<section>\n<h2>Delay of mail that passed after greylisting</h2>\n"
               "<p>How long real senders waited: <span id=\"passed\">%s</span> messages"
               % number(passed))
     if passed:
-        out.write(", mean <span id=\"mean\">%s</span>" % _span(report.delay_total / passed))
+        out.write(", mean <span id=\"mean\">%s</span>" % span(report.mean_delay()))
     out.write(".</p>\n")
     if passed:
         top = max(report.delays)
@@ -264,7 +263,7 @@ def delays(report, out):
         for pool, (count, total, longest) in pools:
             out.write('<tr><td><code>%s</code></td><td class="n">%s</td><td class="n">%s</td>'
                       '<td class="n">%s</td></tr>\n'
-                      % (escape(pool), number(count), _span(total / count), _span(longest)))
+                      % (escape(pool), number(count), span(total / count), span(longest)))
         out.write("</table>\n")
     out.write("</section>\n")
 
@@ -332,7 +331,7 @@ def count_table(out, table_id, what, rows):
 def learning(report, out):
     out.write("<section>\n<h2>Learning mode: would have greylisted</h2>\n")
     counts = report.learning_counts()
-    total = sum(count for _, count in counts)
+    total = report.learned()
     if not counts:
         out.write("<p>No learning-mode decisions in this log.</p>\n</section>\n")
         return

@@ -146,20 +146,11 @@ def awl_client(raw, settings):
     same /24 as a good server gains nothing from the server's record.
     GL_AWL_UNIT=network: the triplet's client field (client()), as qgrey
     did before: the whole /24 (or /64) gains the auto-whitelist together.
-    A host pool (host_pool) replaces either; the caller passes it instead."""
+    A host pool (Request.pool) replaces either; the caller passes it instead."""
     if getattr(settings, "awl_unit", ADDRESS) == NETWORK or not settings.mask_ip:
         return client(raw, settings)
     v6_bits = getattr(settings, "ipv6_prefix", 64)
     return _client(raw, None, v6_bits if v6_bits > 64 else 64)
-
-
-def host_pool(host, raw, settings):
-    """The pool (qgrey.pools) a client's host name puts it in, or None:
-    with GL_HOST_POOLS=1, a TCPREMOTEHOST (bytes) and TCPREMOTEIP raw."""
-    if not host or not getattr(settings, "host_pools", False) or settings.ignore_remoteip:
-        return None
-    from qgrey.pools import pool
-    return pool(host, raw)
 
 
 def sender_field(sender, settings):
@@ -171,7 +162,7 @@ def sender_field(sender, settings):
 def triplet(remote_ip, sender, recipient, settings, hashed=None, pool=None):
     """The key of a triplet, honouring GL_IGNORE_*, GL_MASK_IP and
     GL_NORMALISE_SENDER; hashed (see hasher) for GL_PRIVACY; pool (see
-    host_pool) in place of the client's network."""
+    qgrey.request.Request.pool) in place of the client's network."""
     fields = (
         IGNORED if settings.ignore_remoteip else pool or client(remote_ip, settings),
         IGNORED if settings.ignore_sender else sender_field(sender, settings),
@@ -215,6 +206,39 @@ def reply_key(remote, local, settings, hashed=None):
     '>' is always escaped within the address fields."""
     value = sender_field(remote, settings) + ">" + address(local)
     return REPLY + " " + (value if hashed is None else hashed(value))
+
+
+def wanted(request, greytrap):
+    """The keys one RCPT reads (qgrey.request.Request; greytrap: its
+    recipient is listed in GL_DIR/greytraps) -> ([triplet, client, trap,
+    reply, legacy client], the triplet's kind), as policy.decide_request
+    takes their entries; None where a key is not looked up.
+
+    Uses request.settings, .hashed (may raise OSError: the salt), .pool and
+    .list_files (the trap is read only while GL_DIR/greytraps exists)."""
+    settings, hashed, pool = request.settings, request.hashed, request.pool
+    remote_ip, sender = request.client_ip, request.sender
+    key = triplet(remote_ip or b"", sender, request.recipient, settings, hashed, pool)
+    network = awl = legacy = None
+    if not settings.ignore_remoteip:
+        network = pool or client(remote_ip, settings)  # traps hold the network
+        awl = pool or awl_client(remote_ip, settings)  # GL_AWL_UNIT
+        if awl != network:  # the network's entry of before GL_AWL_UNIT: read until it expires
+            legacy = network
+        if hashed is not None:
+            network, awl, legacy = hashed(network), hashed(awl), legacy and hashed(legacy)
+    reply = None
+    if settings.reverse and sender:
+        reply = reply_key(sender, request.recipient, settings, hashed)
+    keys = [
+        key,
+        client_key(awl) if awl and settings.awl_count > 0 else None,
+        trap_key(network) if network and settings.trap_time > 0
+        and (greytrap or "greytraps" in request.list_files) else None,
+        reply,
+        client_key(legacy) if legacy and settings.awl_count > 0 else None,
+    ]
+    return keys, kind(key)
 
 
 # Sender normalisation: one sender, one key, even when its address carries

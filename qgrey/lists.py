@@ -26,6 +26,9 @@ the list is parsed each time. The cache is a plain format checked whole
 before it is used (its size follows from its header, and the header's
 numbers are bounded), so that a damaged or planted cache costs at most its
 own size to read and is rebuilt, never trusted.
+check_lists(request) is what the lists say of one request (qgrey.request),
+which knows which of the files exist (Request.list_files): this module is
+imported only when one does.
 Only posix (built in) and qgrey modules are imported here.
 """
 import posix
@@ -36,6 +39,12 @@ CLIENTS = "whitelist-clients"
 RECIPIENTS = "whitelist-recipients"
 SENDERS = "whitelist-senders"
 GREYTRAPS = "greytraps"
+# The whitelists in the order they are consulted, with the reason logged.
+WHITELISTS = (
+    (CLIENTS, "whitelist-client"),
+    (RECIPIENTS, "whitelist-recipient"),
+    (SENDERS, "whitelist-sender"),
+)
 SMALL = 4096
 # The largest list read: some 350,000 IPv4 addresses or 180,000 e-mail
 # addresses, far more than a whitelist kept by hand or built from a
@@ -341,3 +350,47 @@ def address_listed(listed, address):
         return True
     local, at, domain = address.rpartition(b"@")
     return bool(at) and (contains(blob, b"d" + domain) or contains(blob, b"l" + local))
+
+
+def _load_list(directory, name, owners, problems):
+    """load(), with what is wrong said in problems: None when unreadable."""
+    try:
+        listed = load(directory, name, owners)
+    except OSError as err:
+        problems.append("cannot read %s/%s: %s; list ignored" % (directory, name, files.describe(err)))
+        return None
+    if listed is not None:
+        problems.extend(listed.warnings)
+    return listed
+
+
+def check_lists(request):
+    """-> (whitelist reason or None, whether the recipient is a greytrap).
+    request: a qgrey.request.Request (its settings, list_files, addresses);
+    what is wrong with a list goes to request.problems."""
+    settings, present, problems = request.settings, request.list_files, request.problems
+    directory = settings.dir
+    for name, reason in WHITELISTS:
+        if name not in present:
+            continue
+        listed = _load_list(directory, name, settings.owners, problems)
+        if listed is None:
+            continue
+        if name == CLIENTS:
+            hit = client_listed(listed, request.client_ip, request.client_host)
+        elif name == RECIPIENTS:
+            hit = address_listed(listed, request.recipient.lower())
+        else:
+            sender = request.sender.lower()
+            hit = bool(sender) and address_listed(listed, sender)
+            if not hit and sender and settings.normalise_sender:
+                from qgrey.keys import normalise_sender
+                hit = address_listed(listed, normalise_sender(sender))
+        if hit:
+            return reason, False
+    if settings.trap_time <= 0 or GREYTRAPS not in present:
+        return None, False
+    listed = _load_list(directory, GREYTRAPS, settings.owners, problems)
+    if listed is None:
+        return None, False
+    return None, address_listed(listed, request.recipient.lower())

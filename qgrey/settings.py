@@ -228,8 +228,9 @@ NAMES = frozenset(row[0] for row in TABLE)
 class Settings:
     """Parsed values as attributes: GL_DELAY -> .delay, and so on.
 
-    directory_error: the StoreError of an unsafe GL_DIR (the values then
-    come from the environment only); directory_checked: GL_DIR was found
+    directory_error: the DirectoryError of an unsafe GL_DIR (the values
+    then come from the environment only; qgrey.store.open_store raises it
+    as a StoreError); directory_checked: GL_DIR was found
     safe; owners: the uids a file in it may belong to (root, its owner)."""
 
     directory_error = None
@@ -343,9 +344,20 @@ def directory_problem(path, st):
     return None
 
 
+class DirectoryError(Exception):
+    """GL_DIR cannot be trusted: reason and detail as a StoreError's (this
+    module imports no store: the store imports it)."""
+
+    reason = "directory"
+
+    def __init__(self, detail):
+        Exception.__init__(self, detail)
+        self.detail = detail
+
+
 def _check_directory(gl_dir):
-    """-> (StoreError or None, whether GL_DIR is missing, (0, its owner) when
-    safe); as qgrey.store.check_directory, which is imported only on error."""
+    """-> (DirectoryError or None, whether GL_DIR is missing, (0, its owner) when
+    safe); as qgrey.store.check_directory, without importing the store."""
     try:
         st = posix.stat(gl_dir)
     except OSError as err:
@@ -354,5 +366,4 @@ def _check_directory(gl_dir):
         problem, missing = directory_problem(gl_dir, st), False
     if problem is None:
         return None, False, (0, st.st_uid)
-    from qgrey.store import StoreError
-    return StoreError("directory", "GL_DIR " + problem), missing, None
+    return DirectoryError("GL_DIR " + problem), missing, None

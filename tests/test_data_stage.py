@@ -27,7 +27,7 @@ import pytest
 from conftest import SPP_ENV, spp
 from qgrey import VERSION
 from qgrey.launcher import MAIL_ENTRY
-from qgrey.plugin import NO_DATA_ENTRY, NO_MAIL_ENTRY
+from qgrey.datastage import NO_DATA_ENTRY, NO_MAIL_ENTRY
 from redisserver import RedisServer
 from test_rules_plugin import age, stored, write
 

@@ -401,7 +401,7 @@ DIFFERENCES = {
 # --- the test -------------------------------------------------------------------------------------
 
 def header_date(now):
-    from qgrey.plugin import rfc5322_date
+    from qgrey.reply import rfc5322_date
     return rfc5322_date(now).encode()
 
 

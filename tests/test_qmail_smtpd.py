@@ -23,7 +23,7 @@ import time
 import pytest
 
 from qgrey.launcher import MAIL_ENTRY
-from qgrey.plugin import NO_DATA_ENTRY
+from qgrey.datastage import NO_DATA_ENTRY
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)

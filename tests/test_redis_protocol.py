@@ -25,7 +25,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from qgrey.plugin import DEFER_ON_ERROR
+from qgrey.reply import DEFER_ON_ERROR
 from qgrey.store import FallbackStore, Store, StoreError
 from qgrey.store import redis as qredis
 from qgrey.store.redis import MAX_LINE, Connection, ErrorReply, command

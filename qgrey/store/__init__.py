@@ -439,8 +439,9 @@ def open_store(settings, deadline=None, fallback=False):
     honour GL_ON_ERROR=local (the plugin does; the tools do not).
     Raises the StoreError of an unsafe GL_DIR (see settings.load), whatever
     the kind: nothing in such a directory is used, not even for Redis."""
-    if getattr(settings, "directory_error", None) is not None:
-        raise settings.directory_error
+    error = getattr(settings, "directory_error", None)
+    if error is not None:
+        raise StoreError(error.reason, error.detail)
     if settings.store != "redis":
         return local_store(settings, deadline)
     from qgrey import keys, policy
