@@ -299,3 +299,37 @@ def _waits_on_lock(pid):
                    for fd in os.listdir("/proc/%d/fd" % pid))
     except OSError:
         return False
+
+
+def test_a_module_out_of_reach_of_gl_dirs_owner_is_111(tmp_path):
+    """Run as root, a tool takes the ids of GL_DIR's owner first; a module
+    it imports later from a directory that user cannot read (a Python
+    under /root, say) fails in one line. qgrey here is a copy in such a
+    directory, started as the console script starts it."""
+    from conftest import NOBODY, needs_root
+    needs_root()
+    import shutil
+    import qgrey
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    shutil.copytree(os.path.dirname(qgrey.__file__), str(private / "qgrey"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    gl_dir = tmp_path / "state"
+    gl_dir.mkdir(mode=0o700)
+    os.chown(str(gl_dir), NOBODY, NOBODY)
+    os.chmod(str(tmp_path), 0o755)
+    code = "import sys; sys.path.insert(0, %r); from qgrey.admin import main; sys.exit(main())" % (
+        str(private))
+    if os.environ.get("QGREY_COVERAGE"):  # .ci/coverage: -S reads no .pth
+        import qgrey_coverage_hook
+        code = "import sys; sys.path.insert(0, %r); import qgrey_coverage_hook; " \
+            "qgrey_coverage_hook.start(); " % os.path.dirname(qgrey_coverage_hook.__file__) + code
+    # -S: no site-packages, so that qgrey is this copy's (an editable install's
+    # finder would take it from the checkout).
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", code, "spf", "192.0.2.1",
+                             "a@example.org"],
+                            env={"GL_DIR": str(gl_dir)}, cwd="/", stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        111, b"", ("qgrey-admin: fatal: cannot load a module: cannot import name 'dns' from "
+                   "'qgrey' (%s/qgrey/__init__.py)\n" % private).encode())
