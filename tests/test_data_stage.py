@@ -25,6 +25,7 @@ import sys
 import pytest
 
 from conftest import SPP_ENV, spp
+import qgrey
 from qgrey import VERSION
 from qgrey.launcher import MAIL_ENTRY
 from qgrey.datastage import NO_DATA_ENTRY, NO_MAIL_ENTRY
@@ -50,6 +51,8 @@ LOG = re.compile(
 AT_DATA = "the message is decided at DATA"
 INTERNAL = re.compile(rb"qgrey: action=error reason=internal detail=[ -~]*\n")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where the package under test is installed (its site-packages in CI).
+PACKAGE = os.path.dirname(os.path.abspath(qgrey.__file__))
 
 CLIENT = "198.51.100.7"
 ALICE = "alice@example.org"
@@ -502,7 +505,8 @@ def test_which_state_the_data_run_uses(data_launcher, no_python_data_launcher, g
     # A [data] launcher written before the [mail] line existed starts Python
     # for an empty state: it answers nothing.
     result = spp([sys.executable, "-IS", "-c", "import sys; sys.path.insert(0, %r); "
-                  "from qgrey.plugin import main; main('data')" % REPO], dict(env, QGREY_DATA=""))
+                  "from qgrey.plugin import main; main('data')" % os.path.dirname(PACKAGE)],
+                 dict(env, QGREY_DATA=""))
     check_run(result)
     assert result.stdout == b"" and LOG.fullmatch(result.stderr).group(1, 2) == (b"skip", b"no-state")
 
@@ -568,8 +572,12 @@ def check_recipient(tmp_path_factory):
     return path
 
 
+class CarriedOver(AssertionError):
+    """The limit below, observed: the earlier transaction's state counted."""
+
+
 @pytest.mark.parametrize("mail_entry", [True, pytest.param(False, marks=pytest.mark.xfail(
-    strict=True, reason=(
+    strict=True, raises=CarriedOver, reason=(
         "without the [mail] line the state names its transaction by SMTPRCPTCOUNTALL and the "
         "sender: when the next transaction's first RCPT never reaches qgrey (refused or accepted "
         "by a plugin listed before it), the earlier transaction's state counts as this one's and "
@@ -588,7 +596,10 @@ def test_a_recipient_decided_before_qgrey_carries_nothing_over(smtpd, check_reci
                              if first.startswith("unknown") else "250 ok")
     assert c.rcpt("bob@example.net") == "250 ok"
     assert c.log()[:2] == ("pass", "known")
-    assert re.fullmatch(rb"SQGREY_DATA=2,1,0,40[0-9],known,-,%s\n" % tag(c), c.out())
+    state = c.out()
+    if not mail_entry and re.fullmatch(rb"SQGREY_DATA=2,2,1,40[0-9],known,new,%s\n" % tag(c), state):
+        raise CarriedOver(state)  # the one failure expected here, and only it
+    assert re.fullmatch(rb"SQGREY_DATA=2,1,0,40[0-9],known,-,%s\n" % tag(c), state)
     assert c.data() == "250 ok", c.log()
     assert header("passed (known sender)").fullmatch(c.out()[len(UNSET):])
     assert c.messages == [([c.out()[len(UNSET) + 1:-1].decode()], [first, "bob@example.net"][
@@ -658,7 +669,7 @@ def broken(tmp_path_factory):
     every decision that reads settings fails inside (reason=internal)."""
     from qgrey import launcher
     top = tmp_path_factory.mktemp("broken")
-    shutil.copytree(os.path.join(REPO, "qgrey"), str(top / "qgrey"),
+    shutil.copytree(PACKAGE, str(top / "qgrey"),
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (top / "qgrey" / "settings.py").write_text('raise RuntimeError("broken for a test")\n')
     paths = {}

@@ -2,11 +2,13 @@
 
 The harness kit (shared/qmail-spp-harness next to the repository, or
 /work/shared/qmail-spp-harness) builds notqmail's qmail-smtpd with the
-qmail-spp patch once per session into HARNESS_DIR and runs it under
-tcpserver on 127.0.0.1 as nobody. qgrey is copied where nobody can read it,
-its launchers are written for /usr/bin/python3, and each test starts a
-server with its own state directory and settings, holds real SMTP sessions
-and checks the exact replies and the queued messages.
+qmail-spp patch once per session into a directory of that session's own
+(removed at its end: no queue or server outlives it, none is shared with
+another run) and runs it under tcpserver on 127.0.0.1 as nobody. qgrey is
+installed as the README says, `/usr/bin/python3 -m qgrey.install` into a
+prefix nobody can reach, and each test starts a server with its own state
+directory and settings, holds real SMTP sessions and checks the exact
+replies and the queued messages.
 
 The kit needs root; without root or without the kit these tests skip,
 except where CI=true: there they fail.
@@ -22,6 +24,7 @@ import time
 
 import pytest
 
+from conftest import SYSTEM_PYTHON, system_install
 from qgrey.launcher import MAIL_ENTRY
 from qgrey.datastage import NO_DATA_ENTRY
 
@@ -29,8 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 KITS = (os.path.join(os.path.dirname(REPO), "shared", "qmail-spp-harness", "harness"),
         "/work/shared/qmail-spp-harness/harness")
-HARNESS_DIR = "/var/tmp/qgrey-harness"
-PYTHON = "/usr/bin/python3"
+PYTHON = SYSTEM_PYTHON
 DELAY = 2  # GL_DELAY of these servers, in seconds
 
 GREYLISTED = "451 4.7.1 Greylisted, please try again later"
@@ -79,12 +81,14 @@ def x_greylist(what):
 
 
 class Kit:
-    """The built harness and a copy of qgrey that nobody can run."""
+    """The harness built for this session (dir) and qgrey installed where
+    nobody can run it."""
 
-    def __init__(self, harness, root):
+    def __init__(self, harness, root, commands):
         self.harness, self.root = harness, root
-        self.rcpt = os.path.join(root, "bin", "qgrey")
-        self.data = os.path.join(root, "bin", "qgrey-data")
+        self.dir = os.path.join(root, "harness")
+        self.rcpt = os.path.join(commands, "qgrey")
+        self.data = os.path.join(commands, "qgrey-data")
         self.check_recipient = os.path.join(root, "bin", "check-recipient")
         self.check_sender = os.path.join(root, "bin", "check-sender")
         self.check_message = os.path.join(root, "bin", "check-message")
@@ -97,7 +101,7 @@ class Kit:
                               text=True, timeout=600)
 
     def queue(self):
-        result = self.run("queue", HARNESS_DIR)
+        result = self.run("queue", self.dir)
         assert result.returncode == 0, result.stderr
         return result.stdout.split()
 
@@ -115,38 +119,31 @@ def kit():
         pwd.getpwnam("nobody")
     except KeyError:
         unavailable("there is no user nobody")
-    result = subprocess.run([harness, "build", HARNESS_DIR], capture_output=True, text=True,
-                            timeout=900)
-    if result.returncode != 0:
-        unavailable("harness build %s failed: %s" % (HARNESS_DIR, (result.stdout + result.stderr)[-2000:]))
-    root = tempfile.mkdtemp(prefix="qgrey-e2e.", dir="/var/tmp")
+    # A directory of this session's own, reachable by nobody; the kit takes
+    # only A-Za-z0-9._+-/ in its path (no '_', which mkdtemp may choose).
+    root = "/var/tmp/qgrey-e2e." + os.urandom(6).hex()
+    os.mkdir(root, 0o755)
+    os.chmod(root, 0o755)
+    k = None
     try:
-        os.chmod(root, 0o755)
-        lib = os.path.join(root, "lib")
-        shutil.copytree(os.path.join(REPO, "qgrey"), os.path.join(lib, "qgrey"),
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        os.mkdir(os.path.join(root, "bin"))
-        k = Kit(harness, root)
+        k = Kit(harness, root, system_install(root))
+        result = k.run("build", k.dir)
+        if result.returncode != 0:
+            unavailable("harness build %s failed: %s" % (k.dir, (result.stdout + result.stderr)[-2000:]))
+        os.mkdir(os.path.join(root, "bin"), 0o755)
         for path, text in ((k.check_recipient, CHECK_RECIPIENT), (k.check_sender, CHECK_SENDER),
                            (k.check_message, CHECK_MESSAGE)):
             with open(path, "w") as f:
                 f.write(text)
             os.chmod(path, 0o755)
-        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": lib}
-        subprocess.run([PYTHON, "-m", "compileall", "-q", lib], check=True, env=env, cwd="/")
-        for args in ([k.rcpt], ["--data", k.data]):
-            subprocess.run([PYTHON, "-m", "qgrey.launcher"] + args, check=True, env=env, cwd="/",
-                           stdout=subprocess.DEVNULL)
-        for path in (k.rcpt, k.data):
-            with open(path) as f:
-                text = f.read()
-            assert repr(lib) in text and PYTHON in text, text  # the copy, the system's Python
-        for top, dirs, files in os.walk(root):
-            for name in dirs + files:
-                path = os.path.join(top, name)
-                os.chmod(path, os.stat(path).st_mode | 0o444 | (0o111 if os.path.isdir(path) else 0))
+        with open(k.rcpt) as f:  # the installed launcher, on the system's Python
+            assert f.readline() == "#!%s/prefix/bin/python3 -IS\n" % root
+        assert os.readlink(os.path.join(root, "prefix", "bin", "python3")) == PYTHON
         yield k
     finally:
+        if k is not None and os.path.isdir(k.dir):
+            stopped = k.run("stop", k.dir)
+            assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -170,18 +167,18 @@ class Server:
                     f.write("[%s]\n%s\n" % (section, {"mail": MAIL_ENTRY, "rcpt": kit.rcpt,
                                                         "data": kit.data}[section]))
         os.chmod(self.conf, 0o644)
-        self.log_path = os.path.join(HARNESS_DIR, "log", "smtpd.log")
+        self.log_path = os.path.join(kit.dir, "log", "smtpd.log")
         self.log_start = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         self.queue_before = set(kit.queue())
         env = {k: v for k, v in os.environ.items() if k != "PASSENV"}
         env["SMTPD_ENV"] = " ".join("%s=%s" % item for item in dict(GL_DIR=self.gl_dir, **settings).items())
-        result = kit.run("start", HARNESS_DIR, "0", self.conf, env=env)
+        result = kit.run("start", kit.dir, "0", self.conf, env=env)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "warning" not in result.stderr, result.stderr  # nobody can run every plugin
         self.port = int(result.stdout.strip())
 
     def stop(self):
-        result = self.kit.run("stop", HARNESS_DIR, str(self.port))
+        result = self.kit.run("stop", self.kit.dir, str(self.port))
         assert result.returncode == 0, result.stdout + result.stderr
 
     def connect(self):
@@ -367,7 +364,11 @@ def test_stage_rcpt(server):
     assert not any("message" in line for line in log)
 
 
-@pytest.mark.xfail(strict=True, reason=(
+class TwoHeaders(AssertionError):
+    """The limit of qmail-spp below, observed: two X-Greylist headers."""
+
+
+@pytest.mark.xfail(strict=True, raises=TwoHeaders, reason=(
     "a limit of qmail-spp, documented in the README: GL_STAGE=rcpt prints its header at the "
     "first accepted RCPT, into qmail-spp's header buffer, which only RSET and DATA empty (not "
     "MAIL); the client abandons the transaction with a new MAIL and no RSET, and the next "
@@ -390,6 +391,9 @@ def test_stage_rcpt_transaction_abandoned_without_rset(server):
     c.send(ALICE, ["b@example.test"])
     c.quit()
     [(headers, _)] = s.messages()
+    found = [h for h in headers if h.lower().startswith("x-greylist")]
+    if len(found) == 2 and all(x_greylist(r"delayed [2-9] seconds").fullmatch(h) for h in found):
+        raise TwoHeaders(found)  # the one failure expected here, and only it
     one_header(headers, r"delayed [2-9] seconds")
 
 

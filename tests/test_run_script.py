@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from test_qmail_smtpd import HARNESS_DIR, Client, kit  # noqa: F401  (kit: the fixture)
+from test_qmail_smtpd import Client, kit  # noqa: F401  (kit: the fixture)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE = os.path.join(os.path.dirname(HERE), "examples", "run")
@@ -71,7 +71,7 @@ def test_the_example_run_script_sets_qgrey_s_settings(kit, place):  # noqa: F811
         shipped = f.read()
     script = os.path.join(place, "run")
     with open(script, "w") as f:
-        f.write(this_host(shipped, {"QMAIL": HARNESS_DIR + "/qmail", "RULES": rules,
+        f.write(this_host(shipped, {"QMAIL": kit.dir + "/qmail", "RULES": rules,
                                     "QMAILD": "qmaild", "ADDRESS": "127.0.0.1", "PORT": str(port),
                                     "GL_DIR": gl_dir}))
     os.chmod(script, 0o755)
