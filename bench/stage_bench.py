@@ -6,10 +6,13 @@ qmail-smtpd does: at stage rcpt one qgrey run per recipient; at stage data
 the [mail] line (/bin/sh -c 'echo SQGREY_DATA='), one qgrey run per
 recipient, and the [data] entry (a shell script that starts Python only
 when a RCPT recorded something). Runs alternate between the stages so that
-drift in machine load hits both; figures are medians. Standard library
-only; used by bench/run.
+drift in machine load hits both; figures are medians of the wall time
+and of the CPU time (user + system) of all the message's processes, the
+latter from getrusage(RUSAGE_CHILDREN), which waiting for a busy machine's
+cores does not inflate. Standard library only; used by bench/run.
 """
 import os
+import resource
 import statistics
 import subprocess
 import time
@@ -39,10 +42,16 @@ def _apply(env, out):
     return rest
 
 
+def _children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def message(stage, rcpt_launcher, data_launcher, env, recipients):
-    """-> (seconds, reply kinds: the first letters of the other lines)."""
+    """-> (seconds, CPU seconds, reply kinds: the first letters of the other lines)."""
     env = dict(env, GL_STAGE=stage)
     replies = []
+    cpu = _children_cpu()
     started = time.perf_counter()
     if stage == "data":
         replies += _apply(env, _run(MAIL_LINE, env))
@@ -51,33 +60,40 @@ def message(stage, rcpt_launcher, data_launcher, env, recipients):
         replies += _apply(env, _run([rcpt_launcher], env))
     if stage == "data":
         replies += _apply(env, _run([data_launcher], env))
-    return time.perf_counter() - started, replies
+    return time.perf_counter() - started, _children_cpu() - cpu, replies
 
 
 def compare(rcpt_launcher, data_launcher, cases, runs):
     """cases: [(name, env, recipients)] -> table rows (name, recipients,
-    rcpt ms, data ms, ratio, replies at rcpt, replies at data)."""
+    rcpt ms, data ms, wall ratio, rcpt CPU ms, data CPU ms, CPU ratio,
+    replies at rcpt, replies at data)."""
     rows = []
     for name, env, recipients in cases:
         times = {"rcpt": [], "data": []}
+        cpus = {"rcpt": [], "data": []}
         replies = {}
         for _ in range(runs):
             for stage in ("rcpt", "data"):
-                seconds, replies[stage] = message(stage, rcpt_launcher, data_launcher, env, recipients)
+                seconds, cpu, replies[stage] = message(stage, rcpt_launcher, data_launcher, env,
+                                                       recipients)
                 times[stage].append(seconds)
+                cpus[stage].append(cpu)
         rcpt, data = (statistics.median(times[s]) * 1000 for s in ("rcpt", "data"))
-        rows.append((name, len(recipients), rcpt, data, data / rcpt,
+        rcpt_cpu, data_cpu = (statistics.median(cpus[s]) * 1000 for s in ("rcpt", "data"))
+        rows.append((name, len(recipients), rcpt, data, data / rcpt, rcpt_cpu, data_cpu,
+                     data_cpu / rcpt_cpu,
                      "".join(r.decode() for r in replies["rcpt"]) or "-",
                      "".join(r.decode() for r in replies["data"]) or "-"))
     return rows
 
 
 def table(rows):
-    lines = ["| message | recipients | GL_STAGE=rcpt | GL_STAGE=data | data/rcpt | replies rcpt | replies data |",
-             "|---|---:|---:|---:|---:|---|---|"]
-    for name, count, rcpt, data, ratio, at_rcpt, at_data in rows:
-        lines.append("| %s | %d | %.1f ms | %.1f ms | %.2fx | %s | %s |" % (
-            name, count, rcpt, data, ratio, at_rcpt, at_data))
+    lines = ["| message | recipients | GL_STAGE=rcpt | GL_STAGE=data | data/rcpt | CPU rcpt | "
+             "CPU data | CPU data/rcpt | replies rcpt | replies data |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for name, count, rcpt, data, ratio, rcpt_cpu, data_cpu, cpu_ratio, at_rcpt, at_data in rows:
+        lines.append("| %s | %d | %.1f ms | %.1f ms | %.2fx | %.1f ms | %.1f ms | %.2fx | %s | %s |" % (
+            name, count, rcpt, data, ratio, rcpt_cpu, data_cpu, cpu_ratio, at_rcpt, at_data))
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ the same number of bare interpreters take to start, how many were recorded
 how long the wave took. Standard library only; used by bench/run.
 """
 import os
+import shutil
 import sqlite3
 import subprocess
 import tempfile
@@ -41,20 +42,24 @@ def recorded_sqlite(gl_dir):
         return c.execute("SELECT count(*) FROM entries").fetchone()[0]
 
 
-def wave(python, launcher, size, base, extra, count_recorded):
-    """-> dict of one wave's figures."""
+def wave(python, launcher, size, base, extra, count_recorded, work=None):
+    """-> dict of one wave's figures. The wave's GL_DIR is made in work
+    (default: the system's temporary directory) and removed after."""
     floor, _ = _fire([python, "-I", "-S", "-c", "pass"], [{}] * size)
-    gl_dir = tempfile.mkdtemp(prefix="qgrey-wave-")
-    os.chmod(gl_dir, 0o700)
-    took, done = _fire([launcher], _envs(gl_dir, size, base, extra))
-    return {
-        "size": size,
-        "accepted": sum(1 for _, out in done if not out.startswith(GREYLISTED)),
-        "in time": sum(1 for t, _ in done if t <= floor + LOCK_TIMEOUT),
-        "recorded": count_recorded(gl_dir),
-        "took": took,
-        "floor": floor,
-    }
+    gl_dir = tempfile.mkdtemp(prefix="qgrey-wave-", dir=work)
+    try:
+        os.chmod(gl_dir, 0o700)
+        took, done = _fire([launcher], _envs(gl_dir, size, base, extra))
+        return {
+            "size": size,
+            "accepted": sum(1 for _, out in done if not out.startswith(GREYLISTED)),
+            "in time": sum(1 for t, _ in done if t <= floor + LOCK_TIMEOUT),
+            "recorded": count_recorded(gl_dir),
+            "took": took,
+            "floor": floor,
+        }
+    finally:
+        shutil.rmtree(gl_dir, ignore_errors=True)
 
 
 def table(rows):
