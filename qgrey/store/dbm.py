@@ -71,9 +71,19 @@ class DbmStore(FileStore):
             if getattr(err, "errno", None):
                 raise os_error(self.path, err)
             reason = sqlite_reason(str(err)) if self.kind == "dbm.sqlite3" else "database"
+            if reason == "io" and self._no_space():
+                reason = "disk-full"  # SQLite in WAL mode says "disk I/O error" for ENOSPC
             raise StoreError(reason, "%s: %s" % (self.path, err))
         except OSError as err:
             raise os_error(self.path, err)
+
+    def _no_space(self):
+        """No block left for us on GL_DIR's file system."""
+        import posix
+        try:
+            return posix.statvfs(self.dir).f_bavail == 0
+        except OSError:
+            return False
 
     def _get(self, key):
         value = self._call(self.db.get, key.encode())
