@@ -24,7 +24,8 @@ def start():
     if _started or not os.path.exists(RCFILE):
         return
     import coverage
-    cov = coverage.Coverage(config_file=RCFILE, data_suffix=True)
+    # auto_data: saved at exit (atexit) as well, for the tools and pytest.
+    cov = coverage.Coverage(config_file=RCFILE, data_suffix=True, auto_data=True)
     cov.start()
     _started.append(cov)
     real_exit = posix._exit
