@@ -67,7 +67,8 @@ def problems_as_current_user(settings, notes):
                     path, user, user, path))
         if found[len(settings_found):]:
             return found
-        if not os.path.exists(store.path):
+        # dbm.ndbm's file is store.path + ".db" (Berkeley DB), or .pag and .dir.
+        if not any(os.path.exists(store.path + suffix) for suffix in ("", ".db", ".pag", ".dir")):
             return found  # the plugin creates it on its first greylisting
         try:
             found.extend("database %s: %s" % (store.path, p) for p in

@@ -333,3 +333,60 @@ def test_a_module_out_of_reach_of_gl_dirs_owner_is_111(tmp_path):
     assert (result.returncode, result.stdout, result.stderr) == (
         111, b"", ("qgrey-admin: fatal: cannot load a module: cannot import name 'dns' from "
                    "'qgrey' (%s/qgrey/__init__.py)\n" % private).encode())
+
+
+# More of the dbm kinds: what a damaged file, a bad entry or a missing
+# module costs.
+
+def dbm_gnu():
+    return [param for param in kind_params() if param.values[0] == "dbm.gnu"]
+
+
+@pytest.mark.parametrize("kind", dbm_gnu())
+def test_damaged_dbm_file_is_a_database_error(gl_dir, run, kind):
+    path = gl_dir + "/qgrey.gdbm"
+    with open(path, "wb") as f:
+        f.write(b"\xa5" * 5000)
+    result = run(GL_STORE=kind, GL_ON_ERROR="defer")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0, b"E451 4.3.0 Greylisting is temporarily unavailable, please try again later\n",
+        ("qgrey: action=error reason=database client=198.51.100.7 sender=alice@example.org "
+         "recipient=bob@example.net detail=%s: Bad magic number; answered defer\n"
+         % path).encode())
+    expired = tool("qgrey-expire", gl_dir=gl_dir, env={"GL_STORE": kind})
+    assert (expired.returncode, expired.stdout, expired.stderr) == (
+        100, b"", ("qgrey-expire: fatal: %s: Bad magic number\n" % path).encode())
+
+
+@pytest.mark.parametrize("kind", dbm_kinds())
+def test_check_names_a_bad_dbm_entry_and_delete_works(gl_dir, kind):
+    dbm_file(gl_dir, kind, [(KEY, "bad"), ("192.0.2.0/24 x@example.org y@example.net", "1 1 0 1")])
+    env = {"GL_STORE": kind}
+    checked = tool("qgrey-admin", "check", "--smtpplugins", "/nonexistent", gl_dir=gl_dir, env=env)
+    assert checked.returncode == 1
+    assert ("problem: database %s/%s: bad entry b'%s': b'bad'\n"
+            % (gl_dir, DBM_FILES[kind], KEY)).encode() in checked.stdout + checked.stderr
+    deleted = tool("qgrey-admin", "delete", "192.0.2.1", "x@example.org", "y@example.net",
+                   gl_dir=gl_dir, env=env)
+    assert (deleted.returncode, deleted.stdout, deleted.stderr) == (
+        0, b"deleted 192.0.2.0/24 x@example.org y@example.net\n", b"")
+    again = tool("qgrey-admin", "delete", "192.0.2.1", "x@example.org", "y@example.net",
+                 gl_dir=gl_dir, env=env)
+    assert (again.returncode, again.stdout, again.stderr) == (
+        1, b"no such entry 192.0.2.0/24 x@example.org y@example.net\n", b"")
+
+
+def test_a_dbm_kind_this_python_lacks_is_a_database_error(gl_dir, run):
+    """GL_STORE=dbm.sqlite3 needs Python 3.13; before, the store says so."""
+    try:
+        import dbm.sqlite3  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        return  # present: the kind is tested with the others (test_stores.py)
+    result = run(GL_STORE="dbm.sqlite3", GL_ON_ERROR="defer")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0, b"E451 4.3.0 Greylisting is temporarily unavailable, please try again later\n",
+        b"qgrey: action=error reason=database client=198.51.100.7 sender=alice@example.org "
+        b"recipient=bob@example.net detail=GL_STORE=dbm.sqlite3: this Python has not "
+        b"dbm.sqlite3 (dbm.dumb is not safe enough); use GL_STORE=sqlite; answered defer\n")
