@@ -108,7 +108,7 @@ class Lock:
         # The signal module imports enum and more; _signal is what it wraps.
         try:
             import _signal as signal
-        except ImportError:  # pragma: no cover
+        except ImportError:  # pragma: no cover - _signal is built into CPython; kept for others
             import signal
         previous = signal.signal(signal.SIGALRM, _alarm)
         try:
