@@ -1,8 +1,15 @@
-"""Every store kind this Python has, through the installed plugin and directly."""
+"""Every store kind this Python has, through the installed plugin and directly.
+
+What is stored is read, and written, here with the database's own module
+(sqlite3 on the file, the dbm module directly), never through qgrey's
+stores, and compared with values written out here.
+"""
 import importlib
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -46,26 +53,90 @@ def get_entry(gl_dir, kind, key):
 
 
 KEY = "198.51.100.0/24 alice@example.org bob@example.net"
+# The database file of each kind (man qgrey, FILES).
+FILES = {"sqlite": "qgrey.sqlite", "dbm.gnu": "qgrey.gdbm", "dbm.ndbm": "qgrey.ndbm",
+         "dbm.sqlite3": "qgrey.dbm-sqlite3"}
+
+
+def stored(gl_dir, kind):
+    """{key: b"first last passed tries"} as the database's own module reads
+    the file: for SQLite, the entries table's rows (typed INTEGER, checked)."""
+    path = os.path.join(gl_dir, FILES[kind])
+    if kind == "sqlite":
+        db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+        try:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            rows = db.execute("SELECT key, first, last, passed, tries, typeof(first), "
+                              "typeof(last), typeof(passed), typeof(tries) FROM entries").fetchall()
+        finally:
+            db.close()
+        assert all(row[5:] == ("integer",) * 4 for row in rows), rows
+        return {row[0]: b"%d %d %d %d" % row[1:5] for row in rows}
+    module = importlib.import_module(kind)
+    db = module.open(path, "r")
+    try:
+        return {k.decode(): db[k] for k in db.keys()}
+    finally:
+        db.close()
+
+
+def store_raw(gl_dir, kind, key, value):
+    """Write key's value (b"first last passed tries") with the database's
+    own module, as an administrator's script would."""
+    path = os.path.join(gl_dir, FILES[kind])
+    if kind == "sqlite":
+        with sqlite3.connect(path) as db:
+            db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)",
+                       [key] + [int(f) for f in value.split()])
+        db.close()
+        return
+    db = importlib.import_module(kind).open(path, "w")
+    try:
+        db[key.encode()] = value
+    finally:
+        db.close()
 
 
 @pytest.mark.parametrize("kind", kind_params())  # a kind this Python lacks: a listed skip
 def test_a_whole_cycle(run, gl_dir, kind):
+    started = int(time.time())
     assert run(GL_STORE=kind).stdout == GREYLISTED
     assert run(GL_STORE=kind).stdout == GREYLISTED
-    entry = get_entry(gl_dir, kind, KEY)
-    assert (entry.passed, entry.tries) == (0, 2)
-    set_entry(gl_dir, kind, KEY, Entry(entry.first - 600, entry.last - 600, 0, 2))
+    ended = int(time.time())
+    entries = stored(gl_dir, kind)
+    assert list(entries) == [KEY]
+    first, last, passed, tries = map(int, entries[KEY].split())
+    assert started <= first <= last <= ended and (passed, tries) == (0, 2), entries
+    # Seen 600 s earlier: its retry is accepted.
+    store_raw(gl_dir, kind, KEY, b"%d %d 0 2" % (first - 600, last - 600))
+    before = int(time.time())
     assert run(GL_STORE=kind).stdout.startswith(b"HX-Greylist: delayed 6")
+    after = int(time.time())
+    entries = stored(gl_dir, kind)
+    # first kept, last and passed now, tries (refused) kept.
+    first_now, last, passed, tries = map(int, entries[KEY].split())
+    assert (first_now, tries) == (first - 600, 2) and before <= last == passed <= after, entries
+    # And the client's auto-whitelist entry (GL_AWL_UNIT=address).
+    assert sorted(entries) == [KEY, "client 198.51.100.7"], entries
+    before = int(time.time())
     assert run(GL_STORE=kind).stdout.startswith(b"HX-Greylist: passed (known sender)")
-    assert get_entry(gl_dir, kind, KEY).passed > 0
+    after = int(time.time())
+    first_now, last_now, passed_now, tries = map(int, stored(gl_dir, kind)[KEY].split())
+    assert (first_now, passed_now, tries) == (first - 600, passed, 2)
+    assert before <= last_now <= after
     assert get_entry(gl_dir, kind, "nobody * *") is None
 
 
 @pytest.mark.parametrize("kind", kind_params())  # a kind this Python lacks: a listed skip
 def test_update_deletes_and_keeps(gl_dir, kind):
     set_entry(gl_dir, kind, "a * *", Entry(1, 2, 3, 4))
-    assert get_entry(gl_dir, kind, "a * *") == Entry(1, 2, 3, 4)
+    assert stored(gl_dir, kind) == {"a * *": b"1 2 3 4"}
+    set_entry(gl_dir, kind, "b * *", Entry(5, 6, 0, 1))
     set_entry(gl_dir, kind, "a * *", None)
+    assert stored(gl_dir, kind) == {"b * *": b"5 6 0 1"}
+    # And what the database's own module wrote is read back as written.
+    store_raw(gl_dir, kind, "c * *", b"7 8 9 10")
+    assert get_entry(gl_dir, kind, "c * *") == Entry(7, 8, 9, 10)
     assert get_entry(gl_dir, kind, "a * *") is None
 
 
