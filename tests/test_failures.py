@@ -228,3 +228,33 @@ def test_a_silent_first_server_leaves_time_for_the_next(run, server):
         "qgrey: action=greylist reason=new %s waited=0\n" % PAIR).encode())
     # Its share: half of the 2 s (two servers), then the second answers.
     assert 0.9 < elapsed < 10
+
+
+
+def test_oom_lets_pass_only_what_writes_nothing(run, server):
+    """docs/answers.md: with OOM (maxmemory reached, noeviction) a known
+    sender passes when its decision writes nothing; one whose decision
+    writes (here the client's auto-whitelisting count, kept at most once
+    an hour) is answered as GL_ON_ERROR says."""
+    import time
+    key = "qgrey:198.51.100.0/24 alice@example.org bob@example.net"
+    redis = dict(GL_STORE="redis", GL_REDIS=server.url, GL_ON_ERROR="defer", SMTPRCPTCOUNT="1")
+    answered(run(**redis), GREYLISTED, (
+        "qgrey: action=greylist reason=new %s waited=0\n" % PAIR).encode())
+    first, last, passed, tries = map(int, server.cli("GET", key).split())
+    server.cli("SET", key, "%d %d 0 %d" % (first - 400, last - 400, tries), "KEEPTTL")
+    answered(run(**redis), b"", (
+        "qgrey: action=pass reason=delayed %s waited=400\n" % PAIR).encode())
+    now = int(time.time())
+    server.cli("SET", "qgrey:203.0.113.0/24 alice@example.org bob@example.net",
+               "%d %d %d 3" % (now - 7200, now, now - 3600))
+    server.cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
+    server.cli("CONFIG", "SET", "maxmemory", "1")
+    answered(run(**redis), b"", (
+        "qgrey: action=pass reason=known %s waited=400\n" % PAIR).encode())
+    # Another client's passed triplet, whose client count is new (to be written).
+    result = run(TCPREMOTEIP="203.0.113.9", **redis)
+    assert (result.returncode, result.stdout, result.stderr) == (0, DEFERRED, (
+        "qgrey: action=error reason=oom client=203.0.113.9 sender=alice@example.org "
+        "recipient=bob@example.net detail=Redis %s: OOM command not allowed when used memory "
+        "> 'maxmemory'.; answered defer\n" % server.url).encode())

@@ -390,3 +390,51 @@ def test_a_dbm_kind_this_python_lacks_is_a_database_error(gl_dir, run):
         b"qgrey: action=error reason=database client=198.51.100.7 sender=alice@example.org "
         b"recipient=bob@example.net detail=GL_STORE=dbm.sqlite3: this Python has not "
         b"dbm.sqlite3 (dbm.dumb is not safe enough); use GL_STORE=sqlite; answered defer\n")
+
+
+# qgrey-admin(8) and qgrey-report(8), EXIT STATUS.
+
+def test_admin_redis_unreachable_is_111(gl_dir, tmp_path):
+    missing = str(tmp_path / "no-redis.sock")
+    result = tool("qgrey-admin", "dump", gl_dir=gl_dir,
+                  env={"GL_STORE": "redis", "GL_REDIS": "unix:" + missing})
+    assert (result.returncode, result.stdout, result.stderr) == (
+        111, b"qgrey-dump 1\n", ("qgrey-admin: fatal: cannot connect to Redis unix:%s: "
+                                 "No such file or directory\n" % missing).encode())
+
+
+def test_admin_allow_client_refuses_a_list_it_will_not_edit(gl_dir):
+    path = gl_dir + "/whitelist-clients"
+    os.mkdir(path)
+    result = tool("qgrey-admin", "allow", "--client", "192.0.2.4", gl_dir=gl_dir)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        100, b"", ("qgrey-admin: fatal: cannot read %s: not a regular file\n" % path).encode())
+    os.rmdir(path)
+    target = gl_dir + "/elsewhere"
+    with open(target, "w") as f:
+        f.write("192.0.2.9\n")
+    os.symlink(target, path)
+    result = tool("qgrey-admin", "allow", "--client", "192.0.2.4", gl_dir=gl_dir)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        100, b"", ("qgrey-admin: fatal: %s is a symbolic link to %s: add 192.0.2.4/32 to that "
+                   "file instead (qgrey-admin does not write through links)\n"
+                   % (path, target)).encode())
+    with open(target) as f:
+        assert f.read() == "192.0.2.9\n"
+
+
+def test_report_exit_statuses(tmp_path):
+    missing = str(tmp_path / "no-log")
+    unread = tool("qgrey-report", missing, gl_dir=str(tmp_path))
+    assert (unread.returncode, unread.stdout, unread.stderr) == (
+        111, b"", ("qgrey-report: fatal: cannot read %s: No such file or directory\n"
+                   % missing).encode())
+    page = str(tmp_path / "no-dir" / "page.html")
+    unwritten = tool("qgrey-report", "--html", page, "/dev/null", gl_dir=str(tmp_path))
+    assert unwritten.returncode == 111
+    assert unwritten.stdout.startswith(b"qgrey report: 0 decisions\n")
+    assert unwritten.stderr == ("qgrey-report: fatal: cannot write %s: No such file or "
+                                "directory\n" % page).encode()
+    usage = tool("qgrey-report", "--bogus", gl_dir=str(tmp_path))
+    assert (usage.returncode, usage.stdout, usage.stderr) == (
+        100, b"", b"usage: qgrey-report [--list] [--html PAGE] [FILE...]\n")
