@@ -56,8 +56,12 @@ def outbound(request, now, reason):
     return skip(reason)
 
 
-def decide_rcpt(request, now):
-    """The whole decision for one RCPT (a qgrey.request.Request)."""
+def decide_rcpt(request, now, write=True):
+    """The whole decision for one RCPT (a qgrey.request.Request) -> Decision.
+
+    write=False (qgrey-admin explain): the same decision from the entries
+    as stored, writing nothing; decision.consulted holds the (key, entry)
+    pairs read and decision.identity what was learned of the client."""
     if request.whitelisted:
         return skip("whitelisted")
     if request.relay:

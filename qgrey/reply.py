@@ -31,6 +31,7 @@ PASSED = {
     "auto-whitelist": "passed (auto-whitelisted client)",
     "reply": "passed (reply to a local sender)",
     "learning": "passed (learning mode)",
+    "trusted": "passed (trusted client)",
 }
 
 
@@ -45,13 +46,25 @@ def header(reason, waited, now):
 
 class Decision:
     """What to answer and what to log. stage: GL_STAGE, once settings are
-    read; pool: the host pool the client's key was (GL_HOST_POOLS)."""
+    read; pool: the pool the client's key was (a host pool of GL_HOST_POOLS,
+    or spf:DOMAIN of GL_SPF=1) instead of its network; spf: the SPF result
+    when one was evaluated (GL_SPF=1); name, helo: the evidence of a trusted
+    client (GL_GREYLIST=suspicious|trial): its verified host name or '-', and
+    the HELO name that confirmed it, if any; trial: under GL_GREYLIST=trial,
+    for a greylisted client, what suspicious would have done ("trusted" or
+    "suspicious"). consulted and identity: what the decision read (keys and
+    entries) and learned (qgrey.identity.Identity), for qgrey-admin explain."""
 
     def __init__(self, action, reason, reply=b"", waited=None, detail=None):
         self.action, self.reason, self.reply = action, reason, reply
         self.waited, self.detail = waited, detail
         self.stage = None
         self.pool = None
+        self.spf = None
+        self.name = self.helo = None
+        self.trial = None
+        self.consulted = ()
+        self.identity = None
 
 
 def skip(reason, detail=None):
@@ -82,8 +95,16 @@ def log_line(decision, request):
         "reason=" + decision.reason,
         "client=" + escape((request.client_ip or b"")[:64] or b"-"),
     ]
-    if decision.pool:  # the client's key is this pool (GL_HOST_POOLS), not its network
+    if decision.pool:  # the client's key is this pool (GL_HOST_POOLS, GL_SPF), not its network
         fields.append("pool=" + decision.pool)
+    if decision.spf:  # GL_SPF=1: the SPF result, when one was evaluated
+        fields.append("spf=" + decision.spf)
+    if decision.name:  # the evidence of GL_GREYLIST=suspicious|trial
+        fields.append("name=" + decision.name)
+    if decision.helo:
+        fields.append("helo=" + decision.helo)
+    if decision.trial:  # GL_GREYLIST=trial: trusted or suspicious
+        fields.append("trial=" + decision.trial)
     fields += [
         "sender=" + (escape(sender[:256]) if sender else "<>"),
         "recipient=" + escape((request.recipient or b"")[:256] or b"-"),
