@@ -438,3 +438,35 @@ def test_report_exit_statuses(tmp_path):
     usage = tool("qgrey-report", "--bogus", gl_dir=str(tmp_path))
     assert (usage.returncode, usage.stdout, usage.stderr) == (
         100, b"", b"usage: qgrey-report [--list] [--html PAGE] [FILE...]\n")
+
+
+def test_gl_dir_owner_without_a_passwd_entry(tmp_path):
+    """qgrey-expire(8): run as root, it takes the ids of GL_DIR's owner; an
+    owner without a passwd entry gets the directory's group and no other."""
+    from conftest import needs_root
+    needs_root()
+    import pwd
+    uid = 4242
+    while True:  # a uid with no passwd entry
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            break
+        uid += 1
+    import tempfile
+    top = tempfile.mkdtemp(prefix="qgrey-owner-")
+    try:
+        os.chmod(top, 0o755)
+        gl_dir = os.path.join(top, "state")
+        os.mkdir(gl_dir, 0o700)
+        os.chown(gl_dir, uid, 4243)
+        result = tool("qgrey-expire", gl_dir=gl_dir)
+        lines = result.stdout.decode().splitlines()
+        assert (result.returncode, result.stderr, len(lines)) == (0, b"", 2)
+        assert lines[0].startswith("removed 0: never-retried=0 lifetime-over=0; kept 0; ")
+        assert lines[1] == "shrink: not needed (no entries)"
+        made = os.stat(gl_dir + "/lock")
+        assert (made.st_uid, made.st_gid) == (uid, 4243)
+    finally:
+        import shutil
+        shutil.rmtree(top)
