@@ -45,7 +45,7 @@ def ago(seconds):
     return "in " + text if future else text + " ago"
 
 
-KEY_SPACES = (keys.CLIENT, keys.TRAP, keys.REPLY)
+KEY_SPACES = (keys.CLIENT, keys.TRAP, keys.REPLY, keys.SPF)
 
 
 def is_triplet(key):
@@ -380,7 +380,9 @@ def cmd_check(args, environ, out):
 def cmd_spf(args, settings, out):
     """SPF for a client, with the plugin's resolver and settings (GL_DNS,
     GL_DNS_TIMEOUT): the result as the first word, then the term that
-    decided and the domain whose record did. Exit 111 on temperror."""
+    decided, the domain whose record did and the client field of the key
+    qgrey would use with GL_SPF=1 (key=spf:DOMAIN or its network). Exit
+    111 on temperror."""
     from qgrey import dns, spf
     if spf.parse_ip(args.ip) is None:
         raise Failure("usage: %s is not an IP address" % settings_module.sanitise(args.ip))
@@ -394,6 +396,12 @@ def cmd_spf(args, settings, out):
         line.append("term=" + result.term)
     if result.domain:
         line.append("domain=" + result.domain)
+    # The key GL_SPF=1 gives the client: the sender's domain's pool, or its network.
+    from qgrey import identity, keys
+    checked = keys.spf_domain(sender.encode("ascii", "replace"), (args.helo or "").encode(
+        "ascii", "replace"))
+    line.append("key=" + (identity.pool_of(result, args.ip, checked)
+                          or keys.client(args.ip.encode(), settings)))
     if result.reason:
         line.append("(%s)" % result.reason)
     if result.explanation:

@@ -246,11 +246,14 @@ def _same_host(family, a, b):
 
 
 class Resolver:
-    """servers: [(family, host, port)] (None: /etc/resolv.conf); timeout:
-    seconds for all the work until restart()."""
+    """servers: [(family, host, port)] (family: an AF_ number, or 'inet'
+    or 'inet6' as settings.dns_servers gives them; None: /etc/resolv.conf);
+    timeout: seconds for all the work until restart()."""
 
     def __init__(self, servers=None, timeout=2.0):
-        self.servers = list(servers) if servers else resolv_conf()
+        families = {"inet": _socket.AF_INET, "inet6": _socket.AF_INET6}  # settings.dns_servers
+        self.servers = [(families.get(f, f), h, p) for f, h, p in servers] if servers \
+            else resolv_conf()
         self.timeout = timeout
         self.cache = {}
         self.queries = 0  # questions sent (not answered from the cache)

@@ -181,12 +181,17 @@ def triplet(remote_ip, sender, recipient, settings, hashed=None, pool=None):
 #                                   before GL_AWL_UNIT: see the plugin's legacy read)
 #   trap 198.51.100.0/24            a client's network caught by a greytrap
 #   reply bob@remote>alice@local    bob may answer alice without delay
-TRIPLET, BOUNCE, CLIENT, TRAP, REPLY = "triplet", "bounce", "client", "trap", "reply"
+#   spf 198.51.100.7>example.com    the client (awl_client: its address, IPv6
+#                                   /64) passed SPF for example.com in a way
+#                                   that pools it (GL_SPF=1): its next new
+#                                   triplets are keyed spf:example.com without
+#                                   asking DNS again (policy.SPF_CACHE)
+TRIPLET, BOUNCE, CLIENT, TRAP, REPLY, SPF = "triplet", "bounce", "client", "trap", "reply", "spf"
 
 
 def kind(key):
     """The kind of a key: triplet, bounce (a triplet with the null sender),
-    client, trap or reply."""
+    client, trap, reply or spf."""
     fields = key.split(" ")
     if len(fields) == 3:
         return BOUNCE if fields[1] == NULL_SENDER else TRIPLET
@@ -206,6 +211,37 @@ def reply_key(remote, local, settings, hashed=None):
     '>' is always escaped within the address fields."""
     value = sender_field(remote, settings) + ">" + address(local)
     return REPLY + " " + (value if hashed is None else hashed(value))
+
+
+_LDH = b"abcdefghijklmnopqrstuvwxyz0123456789-."
+
+
+def host_name(raw):
+    """bytes or str -> a plausible host name (lower case, no final dot, a
+    dot inside, letters, digits, '-' and '.' only), or None."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raw = raw.encode("ascii", "replace")
+    name = raw.strip().lower()
+    if name.endswith(b"."):
+        name = name[:-1]
+    if not name or len(name) > 253 or name.translate(None, _LDH) or b"." not in name \
+            or b".." in name or name[:1] in b".-":
+        return None
+    return name.decode("ascii")
+
+
+def spf_domain(sender, helo):
+    """The domain SPF checks (GL_SPF=1): the envelope sender's, or the HELO
+    name for the null sender (bytes) -> lower-case str, or None."""
+    return host_name(sender.rpartition(b"@")[2] if sender else helo)
+
+
+def spf_key(unit, domain, hashed=None):
+    """The SPF cache entry of a client unit (awl_client) and a domain."""
+    value = unit + ">" + escape(domain.encode("ascii", "replace"))
+    return SPF + " " + (value if hashed is None else hashed(value))
 
 
 def wanted(request, greytrap):

@@ -91,16 +91,59 @@ def decide_rcpt(request, now, write=True):
     except OSError as err:
         return on_error(StoreError("io", "salt: %s" % err.strerror), settings)
     wanted, kind = keys.wanted(request, greytrap)
+    # GL_SPF=1, GL_GREYLIST=suspicious|trial, GL_HOST_NAMES=dns with pools:
+    # the client's identity may change the keys or the verdict. It is
+    # learned from DNS only on a miss: first the triplet is read by the key
+    # known without DNS (its network, or its tcpserver host pool); a known
+    # sender is decided there and then, without a query.
+    learning = request.client_ip is not None and (
+        settings.spf or settings.greylist != "all"
+        or (settings.host_names == "dns" and settings.host_pools))
+    cache = None
+    if learning and settings.spf and request.pool is None and not settings.ignore_remoteip:
+        domain = keys.spf_domain(request.sender, request.helo)
+        if domain:  # a pooling pass of this client for this domain, recorded
+            cache = keys.spf_key(keys.awl_client(request.client_ip, settings), domain,
+                                 request.hashed)
+    consulted = []
 
-    def change(entries, now):
+    def change(entries, now, trusted=False, passed=None):
         action, reason, new, waited, note = policy.decide_request(
-            entries, now, settings, kind, greytrap)
+            entries[:5], now, settings, kind, greytrap, trusted)
+        new.append(entries[5])
+        if passed is not None and (entries[5] is None or policy.expired(entries[5], now, settings, keys.SPF)):
+            new[5] = passed
         return (action, reason, waited, note), new
 
+    def first(entries, now):
+        outcome, new = change(entries, now)
+        if learning and (outcome[1] in MISSED or outcome[3] in MISSED_LEARNING):
+            return None, list(entries)  # nothing written: the identity decides
+        return outcome, new
+
+    def run(keys_read, change):
+        if write:
+            return store.change_many(keys_read, change, now)
+        entries = store.lookup_many(keys_read)
+        consulted.extend(zip(keys_read, entries))
+        return change(entries, now)[0]
+
     store = None
+    evidence = None
     try:
         store = open_store(settings, fallback=True)
-        action, reason, waited, note = store.change_many(wanted, change, now)
+        outcome = run(wanted + [cache], first)
+        if outcome is None:  # a miss: learn who the client is, then decide
+            from qgrey import identity
+            cached = store.lookup_many([cache])[0] if cache else None
+            evidence = identity.learn(request, cached, now)
+            request.pool = evidence.pool if not settings.ignore_remoteip else None
+            final, kind = keys.wanted(request, greytrap)
+            trusted = settings.greylist == "suspicious" and evidence.suspicious is False
+            passed = policy.Entry(now, now, now, 1) if evidence.spf_pooled else None
+            outcome = run(final + [cache if evidence.spf_pooled else None],
+                          lambda entries, now: change(entries, now, trusted, passed))
+        action, reason, waited, note = outcome
     except StoreError as err:
         return on_error(err, settings)
     finally:
@@ -115,7 +158,22 @@ def decide_rcpt(request, now, write=True):
                             else b"", waited, note)
     decision.stage = settings.stage
     decision.pool = request.pool
+    decision.consulted = consulted
+    if evidence is not None:
+        decision.identity = evidence
+        decision.spf = evidence.spf_text
+        if settings.greylist == "trial" and action == policy.GREYLIST:
+            decision.trial = "suspicious" if evidence.suspicious else "trusted"
+        if evidence.suspicious is False and (reason == "trusted" or decision.trial):
+            decision.name = evidence.name or "-"  # the evidence
+            decision.helo = evidence.helo_name
     return decision
+
+
+# The reasons of a triplet the rules refuse as new to them: a miss by the
+# key known without DNS (as such, or as learning mode notes it).
+MISSED = ("new", "expired")
+MISSED_LEARNING = ("would greylist: new", "would greylist: expired")
 
 
 def decide(environ, now, problems):

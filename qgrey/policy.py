@@ -13,9 +13,10 @@ The other kinds of key (see keys.py) reuse the same four fields:
   client  first/last counted delivery, passed = when auto-whitelisted, tries = deliveries counted
   trap    first/last greytrap hit, passed = 0, tries = hits
   reply   first/last outbound message seen, passed = first, tries = messages counted
+  spf     first = last = passed = when the client passed SPF in a way that pools it, tries = 1
 decide_request() is the whole decision for one RCPT over all of them.
 """
-from qgrey.keys import BOUNCE, CLIENT, REPLY, TRAP, TRIPLET
+from qgrey.keys import BOUNCE, CLIENT, REPLY, SPF, TRAP, TRIPLET
 from qgrey.record import Entry  # noqa: F401  (the rules' record; policy.Entry for callers)
 
 GREYLIST = "greylist"  # 451 now, come back later
@@ -26,6 +27,10 @@ SKIP = "skip"          # not ours to greylist: no answer at all
 # once an hour keeps the database write off the path of known senders.
 # Auto-whitelisting counts at most one delivery per client in that time.
 RENEW_AFTER = 3600
+
+# GL_SPF=1: a client that passed SPF for a domain in a way that pools it is
+# keyed by that domain's pool without a new evaluation for this long.
+SPF_CACHE = 86400
 
 
 def waiting_over(entry, now, settings):
@@ -48,6 +53,8 @@ def expired(entry, now, settings, kind=TRIPLET):
         return waiting_over(entry, now, settings)
     if kind == TRAP:
         return now - entry.last >= getattr(settings, "trap_time", 0)
+    if kind == SPF:
+        return not 0 <= now - entry.first < SPF_CACHE
     return now - entry.last > settings.lifetime  # client, reply
 
 
@@ -56,6 +63,8 @@ def expires_at(entry, settings, kind=TRIPLET):
     removes entries by itself (a TTL) may drop the entry from then on."""
     if kind == TRAP:
         return entry.last + settings.trap_time
+    if kind == SPF:
+        return entry.first + SPF_CACHE
     if kind in (CLIENT, REPLY):
         return entry.last + settings.lifetime + 1
     if not entry.passed:
@@ -135,7 +144,7 @@ def record_reply(entry, now, settings):
     return renew(entry, now)
 
 
-def decide_request(entries, now, settings, kind=TRIPLET, greytrap=False):
+def decide_request(entries, now, settings, kind=TRIPLET, greytrap=False, trusted=False):
     """The whole decision for one RCPT.
 
     entries: [triplet, client, trap, reply] as stored, and optionally a
@@ -143,7 +152,10 @@ def decide_request(entries, now, settings, kind=TRIPLET, greytrap=False):
     written) while GL_AWL_UNIT=address and entries written before it last
     (None: none, or the feature is off and the key was not looked up);
     kind: TRIPLET or BOUNCE; greytrap: the recipient is listed in
-    GL_DIR/greytraps.
+    GL_DIR/greytraps; trusted: the client is not suspicious
+    (GL_GREYLIST=suspicious): a triplet the rules would refuse passes at
+    once as 'trusted', recorded as passed and counted toward the
+    auto-whitelist (greytraps, traps and the rest decide first).
     -> (action, reason, new entries, waited, note); a new entry that is the
     object given needs no write; note says what learning mode let through.
     """
@@ -180,6 +192,11 @@ def decide_request(entries, now, settings, kind=TRIPLET, greytrap=False):
         new[3] = renew(reply, now)
     else:
         action, reason, new[0], waited = decide(triplet, now, settings, kind)
+        if action == GREYLIST and trusted:
+            first = now if reason in ("new", "expired") else triplet.first
+            tries = 0 if reason in ("new", "expired") else triplet.tries
+            action, reason, new[0] = PASS, "trusted", Entry(first, now, now, tries)
+            waited = now - first
         if action == PASS:
             new[1] = count_delivery(client, now, settings)
     note = None

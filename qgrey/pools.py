@@ -112,7 +112,8 @@ Decided consciously:
   refuses the odd provider's host that happens to be named so (bb1.mx.
   example.com); that host is then keyed by its network, nothing worse.
 
-API: pool(name, ip_text) -> str or None. The tables (GENERIC_WORDS,
+API: pool(name, ip_text) -> str or None; refusal(name, ip_text) -> why
+the rule refuses the name (steps 1 and 4), or None. The tables (GENERIC_WORDS,
 DENIED_DOMAINS, DENIED_ZONES, FLAT_CCTLDS, SLD_WORDS, SUFFIXES,
 DEEP_SUFFIXES, US_DEEP, JP_DEEP, RESERVED_TLDS) are module constants.
 Pure: only qgrey.keys (for its address parsers) is imported. A call costs
@@ -300,6 +301,33 @@ _HEX_SHAPE = _blank_all_but(b"0123456789abcdef").translate(
 def pool(name, ip_text):
     """TCPREMOTEHOST and TCPREMOTEIP (bytes or str) -> the pool (str) the
     client belongs to, or None when it must be keyed by its network."""
+    parsed = _judge(name, ip_text)
+    if isinstance(parsed, str):
+        return None
+    labels, hosts, registered = parsed
+    if hosts < 1:  # a bare registered domain, or a name under a suffix
+        return None
+    # 5. the pool
+    kept = [label for label in labels[1:hosts] if label.replace(b"-", b"").isalpha()]
+    if kept:
+        kept.append(registered)
+        return b".".join(kept).decode("ascii")
+    return registered.decode("ascii")
+
+
+def refusal(name, ip_text):
+    """Why the dynamic-name rule (steps 1 and 4 above) refuses this host
+    name for this client, or None when the name may be a server's:
+    'not a host name', 'generic word', 'denied domain' or 'address in name'.
+    Unlike pool(), a bare registered domain (example.com) is a host name
+    here: a server may be named so (GL_GREYLIST=suspicious)."""
+    parsed = _judge(name, ip_text)
+    return parsed if isinstance(parsed, str) else None
+
+
+def _judge(name, ip_text):
+    """-> the reason of a refusal (str), or (labels, number of host labels,
+    registered domain) of an acceptable name."""
     try:
         if isinstance(name, str):
             name = name.encode("ascii")
@@ -310,24 +338,24 @@ def pool(name, ip_text):
         elif not isinstance(ip_text, bytes):
             ip_text = bytes(ip_text)
     except (UnicodeError, TypeError, ValueError):
-        return None
+        return NOT_A_HOST
 
     # 1. a plausible host name
     name = name.lower()
     if name[-1:] == b".":
         name = name[:-1]
     if not 4 <= len(name) <= 253 or name.translate(None, _LDH):
-        return None
+        return NOT_A_HOST
     if name[:1] in b".-" or name[-1:] == b"-" or b".." in name or b".-" in name \
             or b"-." in name:
-        return None
+        return NOT_A_HOST
     labels = name.split(b".")
     count = len(labels)
-    if count < 3 or max(map(len, labels)) > 63:
-        return None
+    if count < 2 or max(map(len, labels)) > 63:
+        return NOT_A_HOST
     tld = labels[-1]
     if not (tld.isalpha() or tld[:4] == b"xn--") or len(tld) < 2 or tld in RESERVED_TLDS:
-        return None
+        return NOT_A_HOST
 
     # 2. the public suffix
     second = labels[-2]
@@ -338,7 +366,7 @@ def pool(name, ip_text):
         size = 1 if tld in FLAT_CCTLDS and len(second) > 2 and second not in SLD_WORDS else 2
     else:
         size = 1
-    if size == 2:
+    if size == 2 and count > 2:
         if tld == b"us":
             size += labels[-3] in US_DEEP
         elif tld == b"jp":
@@ -348,37 +376,35 @@ def pool(name, ip_text):
             if deep is True or (deep is not None and labels[-3] in deep):
                 size = 3
 
-    # 3. the host part
-    hosts = count - size - 1
-    if hosts < 1:
-        return None
+    # 3. the host part (none: a bare registered domain or a public suffix)
+    hosts = max(0, count - size - 1)
     registered = b".".join(labels[hosts:])
-    host = name[:len(name) - len(registered) - 1]
+    host = name[:len(name) - len(registered) - 1] if hosts else b""
 
     # 4. refusals: generic words, denied domains, the address in the name
     words = host.translate(_ALPHA_RUNS).split()
     if not _ANYWHERE.isdisjoint(words):
-        return None
+        return GENERIC
     if not _AT_START.isdisjoint(words) and _generic_at_start(labels[:hosts]):
-        return None
+        return GENERIC
     if registered in DENIED_DOMAINS:
-        return None
+        return DENIED
     zones = DENIED_ZONES.get(registered)
     if zones is not None:
         dotted = b"." + name
         for zone in zones:
             if dotted.endswith(zone):
-                return None
+                return DENIED
     address = _address(ip_text)
-    if address is None or _embeds(name, address):
-        return None
+    if address is None:
+        return NOT_A_HOST
+    if _embeds(name, address):
+        return EMBEDS
+    return labels, hosts, registered
 
-    # 5. the pool
-    kept = [label for label in labels[1:hosts] if label.replace(b"-", b"").isalpha()]
-    if kept:
-        kept.append(registered)
-        return b".".join(kept).decode("ascii")
-    return registered.decode("ascii")
+
+NOT_A_HOST, GENERIC, DENIED, EMBEDS = "not a host name", "generic word", "denied domain", \
+    "address in name"
 
 
 def _generic_at_start(labels):

@@ -11,9 +11,8 @@ What the environment says is a plain attribute, read at once. What costs
 something to learn is an attribute computed on its first use and then kept
 (lazy): the settings, which list files exist and what they say, the key
 hasher of GL_PRIVACY=1 (the salt), the host pool. A known sender pays only
-for what its decision reads. The client's identity from DNS has its place
-here too (see Request: verified_host, helo_check, spf), to be filled by
-the module that will learn it.
+for what its decision reads. The client's identity from DNS is learned
+the same way (see Request: verified_host, helo_check, spf; qgrey.identity).
 
 Only posix (built in) is imported here; each lazy fact imports the qgrey
 module it needs when it is first used.
@@ -80,8 +79,8 @@ class Request:
       problems          the warnings of this run, for the log
 
     Computed on first use (lazy): settings, directory, list_files, listed,
-    hashed, pool; and the client's identity from DNS (None until the module
-    that learns it fills them in): verified_host, helo_check, spf.
+    hashed, pool; and the client's identity from DNS (qgrey.identity):
+    resolver, verified_host (and verified_how), helo_check, spf.
     """
 
     def __init__(self, environ, stage, problems):
@@ -143,34 +142,54 @@ class Request:
 
     @lazy
     def pool(self):
-        """The host pool (qgrey.pools) that TCPREMOTEHOST puts the client
-        in with GL_HOST_POOLS=1, or None. pools is imported only then."""
+        """The pool the client's keys use instead of its network, as far as
+        it is known without DNS: the host pool (qgrey.pools) that
+        TCPREMOTEHOST puts the client in with GL_HOST_POOLS=1 and
+        GL_HOST_NAMES=tcpserver, or None. pools is imported only then.
+        A pool learned from DNS (GL_HOST_NAMES=dns, GL_SPF=1) is set here
+        by the plugin once it is learned (qgrey.identity)."""
         settings = self.settings
-        if not self.client_host or not settings.host_pools or settings.ignore_remoteip:
+        if not self.client_host or not settings.host_pools or settings.ignore_remoteip \
+                or settings.host_names != "tcpserver":
             return None
         from qgrey.pools import pool
         return pool(self.client_host, self.client_ip)
 
-    # The client's identity learned from DNS: the place of the coming
-    # checks. Each is computed on first use by the module that will learn
-    # it (the resolver is qgrey.dns, SPF qgrey.spf); until then each is
-    # None, and no rule reads them.
+    # The client's identity learned from DNS (qgrey.identity): computed on
+    # first use only, which the plugin makes only on a miss (a triplet not
+    # known by its network key) and qgrey-admin for its answers.
+
+    @lazy
+    def resolver(self):
+        """The qgrey.dns.Resolver of this decision: one deadline, one cache."""
+        from qgrey import identity
+        return identity.resolver(self.settings)
 
     @lazy
     def verified_host(self):
-        """The client's host name, forward-confirmed (its A/AAAA records
-        hold client_ip), or None."""
-        return None
+        """The client's host name, forward-confirmed, per GL_HOST_NAMES
+        (lower case, no final dot), or None; verified_how says how
+        ('tcpserver', 'dns') or why there is none."""
+        from qgrey import identity
+        name, how = identity.verified_host(self)
+        self.verified_how = how
+        return name
 
     @lazy
     def helo_check(self):
-        """What the HELO name (helo) says of the client, or None."""
-        return None
+        """What the HELO name says of the client: (True, 'confirmed') when
+        it vouches for it (qgrey.identity.helo_check), else (False, why)."""
+        from qgrey import identity
+        return identity.helo_check(self)
 
     @lazy
     def spf(self):
-        """The SPF result (RFC 7208) of sender and helo for client_ip, or None."""
-        return None
+        """The SPF result (RFC 7208, a qgrey.spf.Result) of the sender (the
+        HELO name for <>) for client_ip with GL_SPF=1, or None."""
+        if not self.settings.spf:
+            return None
+        from qgrey import identity
+        return identity.check_spf(self)
 
 
 def from_environ(environ, stage="rcpt", problems=None):

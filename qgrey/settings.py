@@ -125,18 +125,37 @@ def redis_servers(text):
 def dns_servers(text):
     """'resolv.conf' or '' (() : the nameserver lines of /etc/resolv.conf)
     or a comma-separated list of IPv4, IPv4:port, IPv6 or [IPv6]:port ->
-    tuple of (family, host, port) as qgrey.dns takes them. IP addresses
-    only: a server given by name would need DNS to be found."""
+    tuple of (family, host, port), family 'inet' or 'inet6' (qgrey.dns
+    takes them; it is not imported here, so that a decision that asks no
+    DNS question loads no resolver). IP addresses only: a server given by
+    name would need DNS to be found."""
     if text.strip() in ("", "resolv.conf"):
         return ()
-    from qgrey.dns import parse_server
     items = text.split(",")
     if len(items) > 8:
         raise ValueError("more than 8 servers")
-    servers = []
-    for item in items:
-        servers.append(parse_server(item))  # its errors show the item sanitised
-    return tuple(servers)
+    return tuple(_dns_server(item) for item in items)
+
+
+def _dns_server(item):
+    item = item.strip()
+    shown = sanitise(item[:80])
+    host, port = item, 53
+    if item.startswith("["):
+        host, sep, rest = item[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError("%s: want [IPv6]:port" % shown)
+        if rest:
+            port = _port(rest[1:])
+    elif item.count(":") == 1:
+        host, _, port = item.partition(":")
+        port = _port(port)
+    if _ipv4(host):
+        return "inet", host, port
+    from qgrey.keys import parse_ipv6
+    if ":" in host and parse_ipv6(host.encode("ascii", "replace")) is not None:
+        return "inet6", host, port
+    raise ValueError("%s: an IP address, not a host name (it would need DNS)" % shown)
 
 
 def prefix(text):
@@ -186,8 +205,19 @@ TABLE = (
      "GL_STORE=redis: prefix of every key qgrey writes"),
     ("GL_REDIS_TIMEOUT", positive_duration, "0.5",
      "GL_STORE=redis: longest time a decision spends on Redis (connect, replies, retries)"),
+    ("GL_HOST_NAMES", choice("tcpserver", "dns"), "tcpserver",
+     "where a client's verified host name comes from: tcpserver (TCPREMOTEHOST as it is, "
+     "forward-confirmed by tcpserver -p) or dns (qgrey confirms the PTR name by its A/AAAA "
+     "records itself)"),
+    ("GL_GREYLIST", choice("all", "suspicious", "trial"), "all",
+     "whom to greylist: all new triplets; suspicious clients only (no verified static host "
+     "name nor confirmed HELO name, or an SPF fail); trial: as all, logging what "
+     "suspicious would have done"),
+    ("GL_SPF", boolean, "0",
+     "1: a new triplet whose sender's domain passes SPF is keyed by spf:DOMAIN instead of "
+     "the client's network, so a retry from any host the domain authorises matches"),
     ("GL_DNS", dns_servers, "resolv.conf",
-     "name servers for SPF, IPv4[:port] or [IPv6]:port, comma-separated, tried in turn; "
+     "name servers for SPF and host names, IPv4[:port] or [IPv6]:port, comma-separated, tried in turn; "
      "resolv.conf: the nameserver lines of /etc/resolv.conf"),
     ("GL_DNS_TIMEOUT", positive_duration, "2",
      "longest time one decision spends on DNS in all (every query, every server)"),

@@ -163,3 +163,30 @@ def answer(query, rcode=0, records=(), ident=None, question=None):
     body = b"".join(b"\xc0\x0c" + rtype.to_bytes(2, "big") + b"\x00\x01\x00\x00\x00\x3c"
                     + len(rdata).to_bytes(2, "big") + rdata for rtype, rdata in records)
     return head + question + body
+
+
+class Recorder(FakeServer):
+    """A UDP server that forwards every query to a server on 127.0.0.1
+    (an NSD's port) and records it: the queries a client sent, counted at
+    the server it asked. .asked() -> [(name, type number)]."""
+
+    def __init__(self, upstream_port):
+        def forward(query, peer):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as upstream:
+                upstream.settimeout(2)
+                upstream.sendto(query, ("127.0.0.1", upstream_port))
+                try:
+                    return [upstream.recv(4096)]
+                except socket.timeout:
+                    return []
+        super().__init__(forward)
+
+    def asked(self):
+        found = []
+        for query in list(self.queries):
+            labels, pos = [], 12
+            while query[pos]:
+                labels.append(query[pos + 1:pos + 1 + query[pos]].decode("ascii", "replace"))
+                pos += 1 + query[pos]
+            found.append((".".join(labels).lower(), int.from_bytes(query[pos + 1:pos + 3], "big")))
+        return found

@@ -212,9 +212,12 @@ def test_hostile_answers_are_bounded():
 def test_gl_dns_forms():
     assert settings.dns_servers("") == () == settings.dns_servers("resolv.conf")
     assert settings.dns_servers("192.0.2.1, 192.0.2.2:5353,2001:db8::1,[2001:db8::2]:53535") == (
-        (socket.AF_INET, "192.0.2.1", 53), (socket.AF_INET, "192.0.2.2", 5353),
-        (socket.AF_INET6, "2001:db8::1", 53), (socket.AF_INET6, "2001:db8::2", 53535))
-    assert settings.dns_servers("[::1]") == ((socket.AF_INET6, "::1", 53),)
+        ("inet", "192.0.2.1", 53), ("inet", "192.0.2.2", 5353),
+        ("inet6", "2001:db8::1", 53), ("inet6", "2001:db8::2", 53535))
+    assert settings.dns_servers("[::1]") == (("inet6", "::1", 53),)
+    # the resolver takes them as the address families they name
+    assert dns.Resolver(settings.dns_servers("192.0.2.1,[::1]:5353")).servers == [
+        (socket.AF_INET, "192.0.2.1", 53), (socket.AF_INET6, "::1", 5353)]
     for bad in ("dns.example.com", "192.0.2.1:0", "192.0.2.1:65536", "[::1", "[::1]x",
                 "192.0.2.256", "1.2.3.4:53:53", ",", "192.0.2.1:port"):
         with pytest.raises(ValueError):

@@ -192,3 +192,21 @@ def test_the_data_run_loads_no_rules(gl_dir):
     used = loaded(gl_dir, "data", QGREY_DATA="2,1,0,0,known,-,mail")
     assert {"qgrey.datastage", "qgrey.request", "qgrey.reply"} <= used
     assert not used & {"qgrey.policy", "qgrey.keys", "qgrey.store", "qgrey.lists"}, used
+
+
+IDENTITY = {"qgrey.identity", "qgrey.dns", "qgrey.spf", "qgrey.pools", "_socket"}
+
+
+def test_spf_and_selective_greylisting_load_nothing_for_a_known_sender(run, gl_dir):
+    # GL_SPF=0 and GL_GREYLIST=all (the defaults): a new triplet loads none of it
+    run()
+    assert not loaded(gl_dir, SMTPRCPTTO="other@example.net") & IDENTITY
+    # with them on, a known triplet is decided by its network key: nothing loaded
+    modes = dict(GL_SPF="1", GL_GREYLIST="suspicious", GL_HOST_NAMES="dns",
+                 GL_DNS="127.0.0.1:9", GL_DNS_TIMEOUT="0.2")
+    run(GL_LEARN="1")  # recorded as passed
+    used = loaded(gl_dir, **modes)
+    assert "qgrey.policy" in used and not used & IDENTITY, used
+    # a new triplet is a miss: the identity is learned
+    used = loaded(gl_dir, SMTPRCPTTO="third@example.net", **modes)
+    assert IDENTITY - {"_socket"} <= used, used

@@ -279,14 +279,27 @@ def admin(nsd_server, gl_dir, *args, timeout="2"):
                           capture_output=True, text=True, timeout=60, cwd="/")
 
 
+# The client field qgrey-admin spf adds (key=): the sender's domain's pool
+# for a pass that proves something, the network for +all and the rest.
+ADMIN_KEYS = ["spf:provider.test", "spf:provider.test", "spf:provider.test",
+              "192.0.2.0/24", "192.0.2.0/24", "192.0.2.0/24", "spf:mx.helo.test", "192.0.2.0/24"]
+
+
+def with_key(expected, key):
+    """A line of SPF_CASES with key= after domain= (before a reason)."""
+    head, sep, tail = expected.partition(" (")
+    head, esep, explanation = head.partition(" explanation=")
+    return head + " key=" + key + esep + explanation + sep + tail
+
+
 def test_admin_spf(nsd, tmp_path):
-    for args, expected in SPF_CASES[:3] + SPF_CASES[6:7] + SPF_CASES[-4:]:
+    for (args, expected), key in zip(SPF_CASES[:3] + SPF_CASES[6:7] + SPF_CASES[-4:], ADMIN_KEYS):
         proc = admin(nsd.server, tmp_path, *args)
-        assert (proc.stdout, proc.stderr, proc.returncode) == (expected + "\n", "", 0)
+        assert (proc.stdout, proc.stderr, proc.returncode) == (with_key(expected, key) + "\n", "", 0)
     # the HELO is optional, but the null sender needs it
     proc = admin(nsd.server, tmp_path, "198.51.100.7", "alice@provider.test")
     assert (proc.stdout, proc.returncode) == (
-        "pass term=ip4:198.51.100.0/24 domain=_net4.provider.test\n", 0)
+        "pass term=ip4:198.51.100.0/24 domain=_net4.provider.test key=spf:provider.test\n", 0)
     proc = admin(nsd.server, tmp_path, "198.51.100.7", "<>")
     assert (proc.stdout, proc.stderr, proc.returncode) == ("", (
         "qgrey-admin: fatal: usage: the null sender <> is checked as postmaster@HELO: "
@@ -307,6 +320,7 @@ def test_admin_spf_dead_server_is_temperror_within_the_deadline(tmp_path):
     finally:
         silent.stop()
     assert (proc.stdout, proc.stderr, proc.returncode) == (
-        "temperror domain=provider.test (DNS timeout for provider.test TXT: no answer)\n", "",
+        "temperror domain=provider.test key=198.51.100.0/24 "
+        "(DNS timeout for provider.test TXT: no answer)\n", "",
         111)
     assert elapsed < 0.5 + 2  # the interpreter's start, then half a second of DNS
