@@ -118,25 +118,32 @@ def decide_rcpt(request, now, write=True):
     def first(entries, now):
         outcome, new = change(entries, now)
         if learning and (outcome[1] in MISSED or outcome[3] in MISSED_LEARNING):
-            return None, list(entries)  # nothing written: the identity decides
+            return (MISS, entries[5]), list(entries)  # nothing written: the identity decides
         return outcome, new
 
-    def run(keys_read, change):
-        if write:
-            return store.change_many(keys_read, change, now)
-        entries = store.lookup_many(keys_read)
-        consulted.extend(zip(keys_read, entries))
-        return change(entries, now)[0]
+    degraded = []
 
-    store = None
+    def run(keys_read, change):
+        # A store of its own for each phase: its lock deadline starts when it
+        # is opened, after the DNS work, and nothing is held during that work.
+        store = open_store(settings, fallback=True)
+        try:
+            if write:
+                return store.change_many(keys_read, change, now)
+            entries = store.lookup_many(keys_read)
+            consulted.extend(zip(keys_read, entries))
+            return change(entries, now)[0]
+        finally:
+            store.close()
+            if store.degraded:
+                degraded.append(store.degraded)
+
     evidence = None
     try:
-        store = open_store(settings, fallback=True)
         outcome = run(wanted + [cache], first)
-        if outcome is None:  # a miss: learn who the client is, then decide
+        if outcome[0] == MISS:  # learn who the client is, then decide
             from qgrey import identity
-            cached = store.lookup_many([cache])[0] if cache else None
-            evidence = identity.learn(request, cached, now)
+            evidence = identity.learn(request, outcome[1], now)
             request.pool = evidence.pool if not settings.ignore_remoteip else None
             final, kind = keys.wanted(request, greytrap)
             trusted = settings.greylist == "suspicious" and evidence.suspicious is False
@@ -146,11 +153,8 @@ def decide_rcpt(request, now, write=True):
         action, reason, waited, note = outcome
     except StoreError as err:
         return on_error(err, settings)
-    finally:
-        if store is not None:
-            store.close()
-    if store.degraded:
-        note = "; ".join(filter(None, (note, store.degraded)))
+    if degraded:
+        note = "; ".join(filter(None, [note] + degraded))
     if action == policy.GREYLIST:
         decision = Decision(action, reason, greylisted(settings), waited, note)
     else:
@@ -172,6 +176,7 @@ def decide_rcpt(request, now, write=True):
 
 # The reasons of a triplet the rules refuse as new to them: a miss by the
 # key known without DNS (as such, or as learning mode notes it).
+MISS = "miss"
 MISSED = ("new", "expired")
 MISSED_LEARNING = ("would greylist: new", "would greylist: expired")
 

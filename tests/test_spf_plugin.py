@@ -198,3 +198,25 @@ def test_privacy_hashes_the_pool_and_the_recorded_pass(run, gl_dir, dns):
     assert sorted(len(key.split(" ")) for key in keys) == [2, 3]
     recorded = next(key for key in keys if len(key.split(" ")) == 2)
     assert recorded.startswith("spf ") and len(recorded) == len("spf ") + 32
+
+
+def test_a_wave_of_new_triplets_with_spf_is_refused_whole_and_recorded(launcher, gl_dir, nsd):
+    from test_wave import LOCK_TIMEOUT, RATIO, WAVE, wave_envs, wave_with_floor
+    envs = wave_envs(gl_dir, "sqlite", dict(GL_SPF="1", GL_DNS=nsd.server))
+    for i, env in enumerate(envs):  # half the provider's hosts, half forgers of it
+        env["SMTPMAILFROM"] = "user%d@provider.test" % i
+        if i % 2 == 0:
+            env["TCPREMOTEIP"] = "198.51.100.%d" % (i // 2 % 250)
+    results, floor = wave_with_floor(launcher, envs)
+    slowest = max(t for t, _ in results)
+    lines = [result.stderr for _, result in results]
+    assert [r.stdout for _, r in results] == [GREYLISTED] * WAVE, [
+        line for (_, r), line in zip(results, lines) if r.stdout != GREYLISTED][:3]
+    assert all(b" reason=new " in line for line in lines), lines[:3]
+    passes = sum(b" pool=spf:provider.test spf=pass " in line for line in lines)
+    fails = sum(b" spf=fail " in line and b"pool=" not in line for line in lines)
+    assert (passes, fails) == (WAVE // 2, WAVE - WAVE // 2)
+    not_recorded = sum(b"detail=not recorded: " in line for line in lines)
+    assert len(triplets(gl_dir)) == WAVE - not_recorded
+    # the DNS deadline adds to the lock's: both bound every answer
+    assert slowest < RATIO * floor + LOCK_TIMEOUT + 2, (slowest, floor)
