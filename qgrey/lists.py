@@ -1,9 +1,15 @@
 """The list files an admin edits in GL_DIR, read cheaply for every RCPT.
 
   whitelist-clients      IPv4 or IPv6 address or network (192.0.2.0/24,
-                         2001:db8::/32), or host name: example.com matches
-                         TCPREMOTEHOST example.com and *.example.com,
-                         .example.com only *.example.com
+                         2001:db8::/32; postgrey's 192.0.2 is 192.0.2.0/24,
+                         192.0 is 192.0.0.0/16), host name: example.com
+                         matches the client's verified host name
+                         (Request.verified_host, per GL_HOST_NAMES)
+                         example.com and *.example.com, .example.com only
+                         *.example.com; or a regular expression between
+                         slashes, /^mail\\d+\\.example\\.com$/, searched for in
+                         the verified host name, case ignored (postgrey's
+                         whitelist_clients works unchanged)
   whitelist-recipients   bob@example.net, @example.net, postmaster@
   whitelist-senders      alice@example.org, @example.org (spoofable!)
   greytraps              addresses that never existed: trap@example.net
@@ -29,7 +35,17 @@ own size to read and is rebuilt, never trusted.
 check_lists(request) is what the lists say of one request (qgrey.request),
 which knows which of the files exist (Request.list_files): this module is
 imported only when one does.
-Only posix (built in) and qgrey modules are imported here.
+A regular expression costs nothing where a list has none: re is imported
+only when a list holds one and a client with a verified name is not
+listed otherwise. Python's re has no time limit, so a pattern that could
+backtrack for long is refused as malformed (pattern_problem): at most
+MAX_PATTERN bytes, at most MAX_REPEATS repeats (* + ? {m,n}; a pattern
+not anchored by a leading ^ is tried at every position, which counts as
+one), no repeated group, no back-reference, at most MAX_ALTERNATIVES |.
+Host names are at most 253 bytes. postgrey's own list needs 3 repeats at
+most; the slowest patterns these bounds let through took about a quarter
+of a second over a 253-byte name (docs/selective.md).
+Only posix (built in) and qgrey modules are imported here (and re, as said).
 """
 import posix
 
@@ -54,7 +70,11 @@ SMALL = 4096
 LIMIT = 4 << 20
 # Malformed lines reported per list; the rest are counted.
 SHOWN = 3
-CACHE_MAGIC = b"qgrey list cache 3\n"
+CACHE_MAGIC = b"qgrey list cache 4\n"
+# Bounds of a regular expression in whitelist-clients (see above).
+MAX_PATTERN = 128
+MAX_REPEATS = 3
+MAX_ALTERNATIVES = 2
 # A parsed entry is at most 10 times the bytes of its line ("::1" becomes
 # "6128" and 32 hex digits), so a cache larger than this is not one.
 CACHE_GROWTH = 10
@@ -71,7 +91,8 @@ class List:
 
 def _entries(text):
     """-> (line number, entry) for each line that is not blank or a comment,
-    or (line number, None) for a line with more than one entry."""
+    or (line number, None) for a line with more than one entry. Entries
+    keep their case (a regular expression's \\d is not its \\D)."""
     start, number, size = 0, 0, len(text)
     while start <= size:  # line by line: no list of every line at once
         end = text.find(b"\n", start)
@@ -85,7 +106,7 @@ def _entries(text):
         if len(words) > 1 and words[1][:1] != b"#":
             yield number, None
         else:
-            yield number, words[0].lower()
+            yield number, words[0]
 
 
 def _name_ok(name):
@@ -127,8 +148,29 @@ def parse(name, text, keep=None):
         if entry is None:
             problems.append((number, "more than one entry on the line"))
             continue
+        if name == CLIENTS and len(entry) > 2 and entry[:1] == entry[-1:] == b"/":
+            pattern = entry[1:-1]
+            problem = pattern_problem(pattern)
+            if problem is None:
+                import re  # only for a list that holds a pattern
+                try:
+                    re.compile(pattern, re.IGNORECASE)
+                except (re.error, OverflowError, RecursionError) as err:
+                    problem = "not a regular expression: %s" % str(err)[:60]
+            if problem is not None:
+                problems.append((number, problem))
+            else:
+                entries.add(b"r" + pattern)
+            continue
+        entry = entry.lower()
         if name == CLIENTS:
             address, slash, length = entry.partition(b"/")
+            if not slash and 1 <= address.count(b".") <= 2 and all(
+                    p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in address.split(b".")):
+                # postgrey's partial address: 192.0.2 is 192.0.2.0/24, 192.0 a /16
+                parts = address.split(b".")
+                length = b"%d" % (8 * len(parts))
+                address, slash = b".".join(parts + [b"0"] * (4 - len(parts))), b"/"
             v4 = parse_ipv4(address) if b":" not in address else None
             v6 = parse_ipv6(address) if b":" in address else None
             if v4 is not None or v6 is not None:
@@ -162,6 +204,71 @@ def parse(name, text, keep=None):
             problems.append((number, "not an address"))
     blob = b"\n" + b"".join(e + b"\n" for e in sorted(entries))
     return (sorted(prefixes[32]), sorted(prefixes[128]), blob), problems
+
+
+def pattern_problem(pattern):
+    """What makes a regular expression (bytes, between the slashes) unsafe
+    to search for on every RCPT, or None. Counts repeats and alternatives
+    and refuses what could backtrack for long; re.compile judges the rest."""
+    if len(pattern) > MAX_PATTERN:
+        return "regular expression longer than %d bytes" % MAX_PATTERN
+    if pattern.translate(None, _CONTROLS + bytes(range(0x80, 0x100))) != pattern:
+        return "regular expression not in printable ASCII"
+    alternatives, depth, anchored, last, i, size = 0, 0, pattern[:1] == b"^", "", 0, len(pattern)
+    repeats = 0
+    while i < size:
+        c = pattern[i:i + 1]
+        if c == b"\\":
+            if pattern[i + 1:i + 2] in b"123456789" and i + 1 < size:
+                return "regular expression with a back-reference"
+            i, last = i + 2, "atom"
+            continue
+        if c == b"[":  # a class is one atom: skip to its closing bracket
+            i += 1
+            if pattern[i:i + 1] == b"^":
+                i += 1
+            if pattern[i:i + 1] == b"]":
+                i += 1
+            while i < size and pattern[i:i + 1] != b"]":
+                i += 2 if pattern[i:i + 1] == b"\\" else 1
+            i, last = i + 1, "atom"
+            continue
+        if c == b"(":
+            if pattern[i + 1:i + 4] == b"?P=" or pattern[i + 1:i + 3] == b"?(":
+                return "regular expression with a back-reference"
+            i, last, depth = i + (2 if pattern[i + 1:i + 2] == b"?" else 1), "open", depth + 1
+            continue
+        if c == b"{":
+            end = pattern.find(b"}", i)
+            inside = pattern[i + 1:end] if end > 0 else b""
+            if not inside or inside.translate(None, b"0123456789,") or inside[:1] == b",":
+                i, last = i + 1, "atom"  # a literal brace, as re reads it
+                continue
+            c, step = b"*", end - i + 1
+        else:
+            step = 1
+        if c in b"*+?":
+            if c == b"?" and last == "repeat":  # lazy: *? +? ?? {m,n}?
+                i, last = i + 1, "lazy"
+                continue
+            if last == "close":
+                return "regular expression with a repeated group (could backtrack for long)"
+            repeats += 1
+            i, last = i + step, "repeat"
+            continue
+        if c == b"|":
+            alternatives += 1
+            anchored = anchored and depth > 0  # ^a|b: b is tried anywhere
+        elif c == b")":
+            depth -= 1
+        i, last = i + 1, "close" if c == b")" else "atom"
+    if not anchored:  # tried at every position: as one more repeat
+        repeats += 1
+    if repeats > MAX_REPEATS:
+        return "regular expression with more than %d repeats (a leading ^ saves one)" % MAX_REPEATS
+    if alternatives > MAX_ALTERNATIVES:
+        return "regular expression with more than %d |" % MAX_ALTERNATIVES
+    return None
 
 
 def _network(bits, prefix, network):
@@ -298,6 +405,10 @@ def decode_cache(data, stamp):
     blob = data[header:]
     if len(blob) != size or blob[:1] != b"\n" or blob[-1:] != b"\n":
         return None
+    # Its regular expressions are held to the bounds of a list's own: a
+    # damaged or planted cache cannot bring a pattern parse() refuses.
+    if any(pattern_problem(p[1:]) is not None for p in patterns(blob)):
+        return None
     return (prefixes4, prefixes6, blob), problems
 
 
@@ -311,8 +422,30 @@ def _checked(path, parsed):
     return List(data, warnings)
 
 
+def patterns(blob):
+    """The regular-expression lines of a blob ("r" + pattern), found from
+    its end: "r" sorts after every other tag, so they come last and a list
+    without any costs one look at its last line."""
+    found, end = [], len(blob) - 1
+    while end > 0:
+        start = blob.rfind(b"\n", 0, end) + 1
+        if blob[start:start + 1] != b"r":
+            break
+        found.append(blob[start:end])
+        end = start - 1
+    return found
+
+
+def has_names(listed):
+    """Whether a whitelist-clients list holds host names or patterns."""
+    blob = listed.data[2]
+    return b"\nn" in blob or bool(patterns(blob))
+
+
 def client_listed(listed, remote_ip, remote_host):
-    """Whether TCPREMOTEIP or TCPREMOTEHOST (bytes or None) is in the list."""
+    """Whether TCPREMOTEIP or the client's verified host name (bytes, str
+    or None) is in the list: its address in a network, its name or a
+    parent domain's, or a regular expression found in its name."""
     from qgrey.keys import parse_ipv4, parse_ipv6
     prefixes4, prefixes6, blob = listed.data
     if remote_ip:
@@ -331,7 +464,9 @@ def client_listed(listed, remote_ip, remote_host):
                 if contains(blob, _network(bits, prefix, value >> (bits - prefix))):
                     return True
     if remote_host:
-        host = remote_host.strip().lower().rstrip(b".")
+        if isinstance(remote_host, str):
+            remote_host = remote_host.encode("ascii", "replace")
+        host = remote_host.strip().lower().rstrip(b".")[:253]
         if host and contains(blob, b"n" + host):
             return True
         dot = host.find(b".")
@@ -339,6 +474,15 @@ def client_listed(listed, remote_ip, remote_host):
             if contains(blob, b"n" + host[dot + 1:]) or contains(blob, b"n" + host[dot:]):
                 return True
             dot = host.find(b".", dot + 1)
+        found = patterns(blob)
+        if found and host:
+            import re  # only for a list that holds a pattern
+            for pattern in found:
+                try:
+                    if re.compile(pattern[1:], re.IGNORECASE).search(host):
+                        return True
+                except re.error:  # parse() compiled it: only a damaged cache
+                    continue
     return False
 
 
@@ -377,7 +521,11 @@ def check_lists(request):
         if listed is None:
             continue
         if name == CLIENTS:
-            hit = client_listed(listed, request.client_ip, request.client_host)
+            # Names and patterns match the verified name only (GL_HOST_NAMES),
+            # learned (with GL_HOST_NAMES=dns, asked) only for a list that
+            # names hosts, and only when the address is not listed.
+            hit = client_listed(listed, request.client_ip, None) or (
+                has_names(listed) and client_listed(listed, None, request.verified_host))
         elif name == RECIPIENTS:
             hit = address_listed(listed, request.recipient.lower())
         else:

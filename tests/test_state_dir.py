@@ -116,7 +116,7 @@ def test_fifo_as_a_cache_is_replaced(run, gl_dir):
     assert result.stderr.decode() == "qgrey: action=skip reason=whitelist-client %s\n" % TAIL
     assert stat.S_ISREG(os.lstat(cache).st_mode)  # the list's parsed form now
     with open(cache, "rb") as f:
-        assert f.read(19) == b"qgrey list cache 3\n"
+        assert f.read(19) == b"qgrey list cache 4\n"
 
 
 # --- links to devices and other users' files; sizes -----------------------------
@@ -205,7 +205,7 @@ HOSTILE_CACHES = [
     # marshal: a tuple of 2**31-1 items, then filler
     b"(\xff\xff\xff\x7f" + b"\xe9" * (100 << 10),
     # the cache's own format with impossible counts
-    b"qgrey list cache 3\n0 0 0 0 0\n\n\n99999999999 3 999999999999\n" + b"\xff" * (100 << 10),
+    b"qgrey list cache 4\n0 0 0 0 0\n\n\n99999999999 3 999999999999\n" + b"\xff" * (100 << 10),
 ]
 
 
@@ -218,7 +218,7 @@ def test_a_malformed_cache_is_rebuilt_in_bounded_memory(run, launcher, gl_dir, c
     assert result.stdout == b""
     assert result.stderr.decode() == "qgrey: action=skip reason=whitelist-client %s\n" % TAIL
     with open(cache, "rb") as f:
-        assert f.read(19) == b"qgrey list cache 3\n"
+        assert f.read(19) == b"qgrey list cache 4\n"
     assert os.path.getsize(cache) < 20000
 
 

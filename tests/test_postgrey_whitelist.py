@@ -1,0 +1,221 @@
+"""postgrey's whitelist_clients, as Debian's postgrey package ships it,
+dropped unchanged into GL_DIR/whitelist-clients: its regular expressions
+match the verified host name, its partial addresses are networks, nothing
+in it is malformed; a list without patterns never imports re; the list
+cache carries patterns and a cache's patterns are held to the same bounds.
+
+The file is taken from the package at test time (apt-get download into a
+cache shared between runs, $XDG_CACHE_HOME or ~/.cache, qgrey-tests/;
+dpkg-deb -x), never kept in the repository. Under CI=true failing to
+obtain it fails.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from conftest import spp, SPP_ENV, unavailable
+from qgrey import lists
+
+MEMBER = "usr/share/postgrey/whitelist_clients"  # ucf copies it to /etc/postgrey
+NAME = "postgrey-whitelist_clients"
+GREYLISTED = b"E451 4.7.1 Greylisted, please try again later\n"
+
+
+def cache_dir():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "qgrey-tests")
+
+
+def fetch():
+    """-> the bytes of whitelist_clients from Debian's postgrey package, or
+    raises RuntimeError saying why not."""
+    path = os.path.join(cache_dir(), NAME)
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            return f.read()
+    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
+        raise RuntimeError("apt-get and dpkg-deb are needed to take the file from the package")
+    os.makedirs(cache_dir(), exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)  # apt's _apt user writes the .deb here
+        proc = subprocess.run(["apt-get", "download", "postgrey"], cwd=tmp,
+                              capture_output=True, text=True, timeout=300)
+        debs = [f for f in os.listdir(tmp) if f.endswith(".deb")]
+        if proc.returncode or not debs:
+            raise RuntimeError("apt-get download postgrey failed: %s" % proc.stderr[-300:])
+        tree = os.path.join(tmp, "tree")
+        subprocess.run(["dpkg-deb", "-x", os.path.join(tmp, debs[0]), tree], check=True,
+                       capture_output=True, timeout=120)
+        with open(os.path.join(tree, MEMBER), "rb") as f:
+            data = f.read()
+    temporary = "%s.%d.tmp" % (path, os.getpid())  # runs at the same time
+    with open(temporary, "wb") as out:
+        out.write(data)
+    os.replace(temporary, path)
+    return data
+
+
+@pytest.fixture(scope="module")
+def postgrey_list():
+    try:
+        return fetch()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+        unavailable("cannot obtain postgrey's whitelist_clients: %s" % err)
+
+
+def tail(ip="198.51.100.7"):
+    return "client=%s sender=alice@example.org recipient=bob@example.net" % ip
+
+
+def put(gl_dir, data):
+    with open(os.path.join(gl_dir, "whitelist-clients"), "wb") as f:
+        f.write(data)
+
+
+def test_the_file_is_what_these_tests_expect(postgrey_list):
+    """The lines the cases below rely on, as postgrey 1.37 ships them."""
+    lines = postgrey_list.decode().splitlines()
+    for line in (r"/^mail\d+\.telekom\.de$/", r"/^smtp\d+\.orange\.fr$/",
+                 r"/^(?:smtp\w*|postfix)[0-9]+-g[0-9]+\.free\.fr$/", "debian.org",
+                 "195.235.39", "205.201.128.0/20", "2a01:4180:4051:0800::/64"):
+        assert line in lines
+    assert len(postgrey_list) > lists.SMALL  # read through the list cache
+
+
+def test_not_one_line_is_malformed(postgrey_list):
+    data, problems = lists.parse(lists.CLIENTS, postgrey_list)
+    assert problems == []
+    assert len(lists.patterns(data[2])) == sum(
+        1 for line in postgrey_list.splitlines() if line.startswith(b"/"))
+
+
+CASES = [
+    # (TCPREMOTEIP, TCPREMOTEHOST, whitelisted?)
+    ("198.51.100.7", "mail12.telekom.de", True),          # /^mail\d+\.telekom\.de$/
+    ("198.51.100.7", "MAIL3.Telekom.DE.", True),           # case and a final dot
+    ("198.51.100.7", "mailx.telekom.de", False),
+    ("198.51.100.7", "mail12.telekom.de.example", False),  # $ anchors it
+    ("198.51.100.7", "smtp7.orange.fr", True),             # /^smtp\d+\.orange\.fr$/
+    ("198.51.100.7", "smtpz3-g12.free.fr", True),          # (?:smtp\w*|postfix)[0-9]+-g[0-9]+
+    ("198.51.100.7", "postfix1-g2.free.fr", True),
+    ("198.51.100.7", "bendel.debian.org", True),           # debian.org and below
+    ("198.51.100.7", "notdebian.org", False),
+    ("195.235.39.200", None, True),                        # 195.235.39: a /24
+    ("195.235.40.1", None, False),
+    ("205.201.143.255", None, True),                       # 205.201.128.0/20
+    ("205.201.144.0", None, False),
+    ("2a01:4180:4051:800::25", None, True),                # 2a01:4180:4051:0800::/64
+]
+
+
+@pytest.mark.parametrize("ip,host,listed", CASES)
+def test_the_list_as_postgrey_ships_it(run, gl_dir, postgrey_list, ip, host, listed):
+    put(gl_dir, postgrey_list)
+    for attempt in ("parsed", "cached"):
+        result = run(TCPREMOTEIP=ip, TCPREMOTEHOST=host)
+        if listed:
+            assert result.stdout == b""
+            assert result.stderr.decode() == "qgrey: action=skip reason=whitelist-client %s\n" % tail(ip)
+        else:
+            assert result.stdout == GREYLISTED
+            line = "qgrey: action=greylist reason=%s %s waited=%%d\n" % (
+                "new" if attempt == "parsed" else "early", tail(ip))
+            assert result.stderr.decode() in (line % 0, line % 1)  # a second may pass
+    with open(os.path.join(gl_dir, ".whitelist-clients.cache"), "rb") as f:
+        assert f.read(19) == b"qgrey list cache 4\n"
+
+
+def test_an_unverified_name_is_not_whitelisted(run, gl_dir, postgrey_list):
+    """GL_HOST_NAMES=dns: TCPREMOTEHOST is a hint, not a name; with no DNS
+    answer it is not verified, so no pattern or name matches it."""
+    put(gl_dir, postgrey_list)
+    result = run(TCPREMOTEHOST="mail12.telekom.de", GL_HOST_NAMES="dns",
+                 GL_DNS="127.0.0.1:9", GL_DNS_TIMEOUT="0.3")
+    assert result.stdout == GREYLISTED
+    assert result.stderr.decode() == "qgrey: action=greylist reason=new %s waited=0\n" % tail()
+
+
+def imported(launcher, gl_dir, **env):
+    """The modules a run of the launcher imports (-X importtime)."""
+    environ = dict(SPP_ENV, GL_DIR=gl_dir, **env)
+    result = spp([sys.executable, "-IS", "-X", "importtime", launcher], environ)
+    names = set()
+    for line in result.stderr.decode().splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            names.add(line.rsplit("|", 1)[1].strip())
+    assert "qgrey.lists" in names  # the list was read
+    return names
+
+
+def test_re_is_imported_only_for_a_list_with_patterns(launcher, gl_dir):
+    names = b"".join(b"host%d.example.com\n" % i for i in range(300))  # > SMALL: cached too
+    put(gl_dir, names)
+    for _ in range(2):
+        assert "re" not in imported(launcher, gl_dir, TCPREMOTEHOST="mx.example.org")
+    put(gl_dir, names + b"/^mail\\d+\\.example\\.net$/\n")
+    for _ in range(2):
+        assert "re" in imported(launcher, gl_dir, TCPREMOTEHOST="mx.example.org")
+
+
+def test_patterns_go_through_the_cache(run, gl_dir):
+    text = b"".join(b"192.0.%d.0/24\n" % i for i in range(256)) * 2 + b"/^mx\\d+\\.example\\.net$/\n"
+    put(gl_dir, text)
+    cache = os.path.join(gl_dir, ".whitelist-clients.cache")
+    for _ in range(2):
+        result = run(TCPREMOTEHOST="mx12.example.net")
+        assert result.stderr.decode() == "qgrey: action=skip reason=whitelist-client %s\n" % tail()
+    with open(cache, "rb") as f:
+        assert f.read().endswith(b"\nr^mx\\d+\\.example\\.net$\n")
+
+
+def test_a_cache_with_a_pattern_the_list_would_refuse_is_rebuilt():
+    text = b"".join(b"192.0.%d.0/24\n" % i for i in range(256)) * 2 + b"/^mx\\d+\\.example\\.net$/\n"
+    parsed = lists.parse(lists.CLIENTS, text, lists.SHOWN)
+    cache = lists.encode_cache(b"1 2 3 4 5", parsed)
+    assert lists.decode_cache(cache, b"1 2 3 4 5")[0] == parsed[0]
+    # the same length, a pattern that backtracks exponentially
+    line = b"r^mx\\d+\\.example\\.net$\n"
+    planted = cache.replace(line, b"r^(a+)+$".ljust(len(line) - 1, b"x") + b"\n")
+    assert len(planted) == len(cache)
+    assert lists.decode_cache(planted, b"1 2 3 4 5") is None
+
+
+PATTERNS = [
+    (rb"^mail\d+\.example\.com$", None),
+    (rb"^(?:smtp\w*|postfix)[0-9]+-g[0-9]+\.free\.fr$", None),  # 3 repeats, anchored
+    (rb"^.*?.server.arvato-systems.de$", None),                 # lazy: one repeat
+    (rb"mail\d+\.example\.com", None),                          # unanchored: 2
+    (rb"^a{2,}b[*+?]c", None),                                  # a class is one atom
+    (rb"^\w*\w*\w*\d", None),
+    (rb"^\w*\w*\w*\w*\d", "regular expression with more than 3 repeats (a leading ^ saves one)"),
+    (rb"\w*\w*\w*\d", "regular expression with more than 3 repeats (a leading ^ saves one)"),
+    (rb"^a|\w*\w*\w*", "regular expression with more than 3 repeats (a leading ^ saves one)"),
+    (rb"^(a+)+$", "regular expression with a repeated group (could backtrack for long)"),
+    (rb"^(?:a|b){2,9}", "regular expression with a repeated group (could backtrack for long)"),
+    (rb"^(a)\1", "regular expression with a back-reference"),
+    (rb"^(?P<x>a)(?P=x)", "regular expression with a back-reference"),
+    (rb"^(?:a|b|c|d)", "regular expression with more than 2 |"),
+    (b"^" + b"a" * 128, "regular expression longer than 128 bytes"),
+    (b"^caf\xc3\xa9", "regular expression not in printable ASCII"),
+]
+
+
+@pytest.mark.parametrize("pattern,problem", PATTERNS)
+def test_pattern_bounds(pattern, problem):
+    assert lists.pattern_problem(pattern) == problem
+
+
+def test_a_refused_pattern_is_reported_and_skipped(run, gl_dir):
+    put(gl_dir, b"/^(a+)+$/\n/^mail(\\d+$/\n/^mx\\d+\\.example\\.net$/\n")
+    result = run(TCPREMOTEHOST="mx1.example.net")
+    path = os.path.join(gl_dir, "whitelist-clients")
+    assert result.stderr.decode() == (
+        "qgrey: warning: %s line 1: regular expression with a repeated group (could backtrack "
+        "for long); skipped\n"
+        "qgrey: warning: %s line 2: not a regular expression: missing ), unterminated subpattern "
+        "at position 5; skipped\n"
+        "qgrey: action=skip reason=whitelist-client %s\n" % (path, path, tail()))
