@@ -1,6 +1,7 @@
 """qgrey-admin: look at and change the greylisting database.
 
-Subcommands: list (show), allow, delete, stats, dump, load, check, spf.
+Subcommands: list (show), allow, delete, stats, dump, load, check, spf,
+explain.
 Settings come from the environment and GL_DIR/config, as for the plugin.
 Run as root, it works with the ids of GL_DIR's owner (tool.become_owner),
 taken after a dump or load FILE is opened and before anything in GL_DIR is
@@ -410,6 +411,151 @@ def cmd_spf(args, settings, out):
     return 111 if result.result == spf.TEMPERROR else 0
 
 
+def explain_request(args, settings, environ):
+    """The plugin's request for explain's arguments, as qmail-smtpd would
+    give it for the first recipient of an inbound message."""
+    from qgrey import request
+    if keys.parse_ipv4(os.fsencode(args.ip)) is None and (
+            ":" not in args.ip or keys.parse_ipv6(os.fsencode(args.ip)) is None):
+        raise Failure("usage: %s is not an IP address" % settings_module.sanitise(args.ip))
+    env = {b"TCPREMOTEIP": os.fsencode(args.ip),
+           b"SMTPMAILFROM": b"" if args.sender == "<>" else os.fsencode(args.sender),
+           b"SMTPRCPTTO": os.fsencode(args.recipient),
+           b"SMTPRCPTCOUNT": b"0", b"SMTPRCPTCOUNTALL": b"1", b"SMTPRCPTHOSTSOK": b"1"}
+    if args.helo is not None:
+        env[b"SMTPHELOHOST"] = os.fsencode(args.helo)
+    if args.host is not None:
+        env[b"TCPREMOTEHOST"] = os.fsencode(args.host)
+    found = request.from_environ(env, "rcpt", [])
+    found.__dict__["settings"] = settings  # loaded once, its warnings said once
+    return found
+
+
+def entry_text(key, entry, now, settings):
+    if entry is None:
+        return "none"
+    return "%s, first %s, last %s, passed %s, tries %d" % (
+        state(key, entry, now, settings), ago(now - entry.first), ago(now - entry.last),
+        ago(now - entry.passed) if entry.passed else "-", entry.tries)
+
+
+def delay_left(decision, read, now, settings):
+    """What explain says of the delay still to wait."""
+    if decision.action != policy.GREYLIST:
+        return "none"
+    if decision.reason in ("new", "expired"):
+        return "%s from this attempt (GL_DELAY; explain records nothing)" % span(settings.delay)
+    triplets = [(k, e) for k, e in read if e is not None and is_triplet(k)]
+    if decision.reason in ("early", "punished") and triplets:
+        entry = triplets[0][1]
+        left = max(0, entry.first + policy.required_delay(entry, settings) - now)
+        return "%s (a retry from %s UTC passes)" % (span(left), time.strftime(
+            "%Y-%m-%d %H:%M:%S", time.gmtime(now + left)))
+    traps = [e for k, e in read if e is not None and keys.kind(k) == keys.TRAP]
+    if decision.reason == "trapped" and traps:
+        return "until %s UTC, when the trap entry expires (GL_TRAP_TIME)" % time.strftime(
+            "%Y-%m-%d %H:%M:%S", time.gmtime(policy.expires_at(traps[0], settings, keys.TRAP)))
+    return "none: greylisted whatever the wait (%s)" % decision.reason
+
+
+def span(seconds):
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return "%dh%02dm%02ds" % (seconds // 3600, seconds % 3600 // 60, seconds % 60)
+    return "%dm%02ds" % (seconds // 60, seconds % 60)
+
+
+def answer_text(decision):
+    reply = decision.reply.decode("ascii", "replace").rstrip("\n")
+    if decision.action == policy.GREYLIST:
+        return "greylist (reason=%s): %s" % (decision.reason, reply[1:])
+    if decision.action == policy.PASS:
+        return "accept (reason=%s): adds %s" % (decision.reason, reply[1:].partition(" by qgrey")[0])
+    if decision.action == policy.SKIP:
+        return "not greylisted (reason=%s): no answer, qmail-smtpd decides" % decision.reason
+    return "%s (reason=%s): %s" % (decision.action, decision.reason,
+                                  "answers " + reply if reply else "no answer")
+
+
+def cmd_explain(args, settings, environ, out):
+    """What the plugin would answer now for IP SENDER RECIPIENT, and why:
+    its own decision (plugin.decide_rcpt with write=False), writing nothing."""
+    from qgrey import identity as identity_module, plugin
+    now = int(time.time())
+    request = explain_request(args, settings, environ)
+    decision = plugin.decide_rcpt(request, now, write=False)
+    for problem in request.problems:
+        sys.stderr.write("%s: warning: %s\n" % (PROGRAM, problem))
+    read, seen = [], set()
+    for key, entry in decision.consulted:
+        if key is not None and key not in seen:
+            seen.add(key)
+            read.append((key, entry))
+    lines = ["explain: client %s sender %s recipient %s at %s UTC" % (
+        printable(args.ip), printable(args.sender), printable(args.recipient),
+        time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now)))]
+    lines.append("answer: " + answer_text(decision))
+    if decision.detail:
+        lines.append("detail: " + printable(decision.detail))
+    lines.append("delay left: " + delay_left(decision, read, now, settings))
+    lines.append("keys read:" if read else "keys read: none (decided before the database)")
+    lines += ["  %s%s: %s" % ("triplet " if is_triplet(key) else "", key,
+                              entry_text(key, entry, now, settings)) for key, entry in read]
+    found = decision.identity
+    if found is None:  # not needed for the answer: learned here to show it
+        lines.append("identity: not needed for this answer; learned by explain alone")
+        found = identity_module.Identity()
+        found.name, found.how = request.verified_host, request.verified_how
+        if settings.spf:
+            found.spf = request.spf
+            found.spf_text = found.spf.result if found.spf is not None else None
+        found.suspicious, found.why = identity_module.suspicious(request, found)
+    lines.append("name: %s, verified by %s" % (found.name, found.how) if found.name else
+                 "name: none verified (%s)" % found.how)
+    if found.name is None:
+        lines.append("dynamic-name rule: no verified name to judge")
+    else:
+        if found.dynamic is None and found.why != "name":
+            found.dynamic = identity_module.refusal(found.name, request.client_ip or b"")
+        lines.append("dynamic-name rule: " + (("refused: " + found.dynamic) if found.dynamic
+                                               else "not dynamic"))
+    if not request.helo:
+        lines.append("HELO: none given")
+    elif found.helo is None:
+        lines.append("HELO: %s: not checked (the verified name is enough)"
+                     % printable(os.fsdecode(request.helo)))
+    else:
+        lines.append("HELO: %s: %s" % (printable(os.fsdecode(request.helo or b"")),
+                                       "confirms the client" if found.helo[0] else found.helo[1]))
+    if not settings.spf:
+        lines.append("SPF: not evaluated (GL_SPF=0)")
+    elif found.spf_cached:
+        lines.append("SPF: pass (recorded for this client and domain: no evaluation)")
+    elif found.spf is not None:
+        spf_line = "SPF: " + found.spf.result
+        if found.spf.term:
+            spf_line += " term=" + found.spf.term
+        if found.spf.domain:
+            spf_line += " domain=" + found.spf.domain
+        if found.pool_reason:
+            spf_line += " (proves nothing: %s)" % found.pool_reason
+        lines.append(printable(spf_line))
+    else:
+        lines.append("SPF: not evaluated (%s)" % found.spf_text)
+    pool = decision.pool or request.pool
+    lines.append("pool: %s" % pool if pool else "pool: none: keyed by the network %s" % (
+        keys.client(request.client_ip, settings)))
+    verdict = ("suspicious (%s)" % found.why) if found.suspicious else ("trusted (%s)" % found.why)
+    lines.append({
+        "all": "mode: GL_GREYLIST=all: every new triplet is greylisted; suspicious would find "
+               "the client %s",
+        "trial": "mode: GL_GREYLIST=trial: greylisted as all; suspicious would find the client %s",
+        "suspicious": "mode: GL_GREYLIST=suspicious: the client is %s",
+    }[settings.greylist] % verdict)
+    out.write("".join(line + "\n" for line in lines))
+    return 0
+
+
 def duration_arg(text):
     try:
         return settings_module.duration(text)
@@ -477,6 +623,18 @@ def parser():
     p.add_argument("helo", metavar="HELO", nargs="?", help="the client's HELO name "
                    "(the identity checked for the null sender)")
     p.set_defaults(run=cmd_spf)
+    p = sub.add_parser("explain", help="what qgrey would answer now, and why",
+                       description="What the plugin would answer now for a first recipient "
+                       "from IP, and why: the keys and entries read, the verified host name "
+                       "(GL_HOST_NAMES), the dynamic-name rule, the HELO check, SPF "
+                       "(GL_SPF=1), the pool, suspicious or trusted, the delay left. The "
+                       "plugin's own decision; nothing is written. Exit 0.")
+    p.add_argument("ip", metavar="IP", help="the client's address")
+    p.add_argument("sender", metavar="SENDER", help="envelope sender, <> for the null sender")
+    p.add_argument("recipient", metavar="RECIPIENT", help="envelope recipient")
+    p.add_argument("--helo", metavar="NAME", help="the client's HELO name (SMTPHELOHOST)")
+    p.add_argument("--host", metavar="NAME", help="TCPREMOTEHOST, as tcpserver would set it")
+    p.set_defaults(run=cmd_explain)
     return top
 
 
@@ -505,6 +663,8 @@ def run(argv, environ, out):
             sys.stderr.write("%s: warning: %s\n" % (PROGRAM, problem))
         if args.run is cmd_spf:  # no database
             return cmd_spf(args, settings, out)
+        if args.run is cmd_explain:  # the plugin's decision opens the store itself
+            return cmd_explain(args, settings, environ, out)
         store = open_store(settings)
         try:
             return args.run(args, settings, store, out)
