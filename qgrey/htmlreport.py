@@ -75,7 +75,7 @@ def write(report, out):
     if report.malformed:
         out.write('<p class="note">Skipped <span id="malformed">%s</span> qgrey lines that '
                   'could not be parsed.</p>\n' % number(report.malformed))
-    for part in (hourly, decisions, delays, pending, greylisted_most, learning):
+    for part in (hourly, decisions, delays, pending, greylisted_most, learning, modes):
         part(report, out)
     out.write("</main>\n</body>\n</html>\n")
 
@@ -344,3 +344,36 @@ def learning(report, out):
         out.write('<tr><td>%s</td><td class="n">%s</td><td class="n">%s</td>%s</tr>\n'
                   % (escape(reason), number(count), percent(count, total), bar_cell(count, top)))
     out.write("</table>\n</section>\n")
+
+
+def modes(report, out):
+    """Per GL_GREYLIST mode (only when a mode other than all is seen)."""
+    counts = report.mode_counts()
+    if not counts:
+        return
+    out.write("<section>\n<h2>Greylisting modes</h2>\n<p>Decisions by the mode they were "
+              "taken under (GL_GREYLIST): a line with <code>trial=</code> under trial, "
+              "<code>reason=trusted</code> under suspicious, any other under the report's "
+              "own setting, <span id=\"modes-default\">%s</span>. The delay is that of new "
+              "mail accepted: at once when trusted, after the wait when delayed.</p>\n"
+              % escape(report.mode))
+    out.write('<table id="modes">\n<tr><th>mode</th><th class="n">decisions</th>'
+              '<th class="n">trusted</th><th class="n">greylisted</th>'
+              '<th class="n">passed after a delay</th><th class="n">median delay</th>'
+              '<th class="n">longest delay</th></tr>\n')
+    for mode, seen in counts:
+        median, longest = seen.median(), seen.longest()
+        out.write('<tr><td>%s</td><td class="n">%s</td><td class="n">%s</td><td class="n">%s</td>'
+                  '<td class="n">%s</td><td class="n">%s</td><td class="n">%s</td></tr>\n' % (
+                      mode, number(seen.decisions), number(seen.trusted),
+                      number(seen.greylisted), number(seen.delayed),
+                      "-" if median is None else span(median),
+                      "-" if longest is None else span(longest)))
+    out.write("</table>\n")
+    trial = dict(counts).get("trial")
+    if trial is not None:
+        out.write('<p id="trial">Trial: of %s greylistings, suspicious would have trusted '
+                  '<span id="trial-trusted">%s</span> (%s) and greylisted %s.</p>\n' % (
+                      number(trial.greylisted), number(trial.would_trust),
+                      percent(trial.would_trust, trial.greylisted), number(trial.would_greylist)))
+    out.write("</section>\n")

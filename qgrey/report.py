@@ -16,6 +16,14 @@ host pool, stands in for the network).
 --html PAGE also writes the report as one HTML page (qgrey.htmlreport),
 from the same counters plus decisions per hour.
 
+With GL_GREYLIST=suspicious or trial (in the log or in the settings), the
+report counts per mode the decisions, the clients trusted at once, those
+greylisted, those passed after a delay, and the delay new mail accepted
+saw (median and longest, a trusted client's as 0); under trial, how many
+greylisted clients suspicious would have trusted. A line counts under
+trial when it says trial=, under suspicious for reason=trusted, and under
+the report's own GL_GREYLIST otherwise (qgrey.tally).
+
 The counting is qgrey.tally's (a Report); this module writes it as text
 and runs the command.
 
@@ -71,6 +79,22 @@ def write(report, out, list_pending=False):
         out.write("\nlearning mode: would have greylisted %d\n" % report.learned())
         for reason, count in report.learning_counts():
             out.write("  %-14s %9d\n" % (visible(reason), count))
+    modes = report.mode_counts()
+    if modes:
+        out.write("\nby mode (GL_GREYLIST; lines without trial= or reason=trusted: %s)\n"
+                  % report.mode)
+        out.write("  %-10s %9s %8s %10s %8s %8s %8s\n" % (
+            "mode", "decisions", "trusted", "greylisted", "delayed", "median", "longest"))
+        for mode, seen in modes:
+            median, longest = seen.median(), seen.longest()
+            out.write("  %-10s %9d %8d %10d %8d %8s %8s\n" % (
+                mode, seen.decisions, seen.trusted, seen.greylisted, seen.delayed,
+                "-" if median is None else span(median), "-" if longest is None else span(longest)))
+        trial = dict(modes).get("trial")
+        if trial is not None:
+            out.write("trial: of %d greylistings, suspicious would have trusted %d "
+                      "and greylisted %d\n" % (trial.greylisted, trial.would_trust,
+                                                trial.would_greylist))
 
 
 PAGE_MODE = 0o644  # for a web server to read

@@ -8,9 +8,17 @@ decisions: counts per action and reason, per time bucket, the delays of
 mail that passed, the triplets greylisted that never came back (grouped by
 the key the plugin uses: qgrey.keys with the same settings; a line's pool=
 field stands in for the network), the clients, networks and host pools
-greylisted most, learning mode's would-be greylistings. The state kept is
-the counters plus, per greylisted triplet that has not passed yet, one
-small entry.
+greylisted most, learning mode's would-be greylistings, and the modes of
+GL_GREYLIST (Mode). The state kept is the counters plus, per greylisted
+triplet that has not passed yet, one small entry, and per mode one count
+per distinct delay (seconds).
+
+The mode of a decision: trial for a line with trial= (GL_GREYLIST=trial
+logs it on every greylisting), suspicious for reason=trusted (only
+suspicious trusts); any other line carries no mark and counts under the
+mode of the report's own settings (GL_GREYLIST from the environment or
+GL_DIR/config, as the plugin reads it): run qgrey-report with the
+GL_GREYLIST a log was written under.
 
 Both outputs render a Report and compute nothing of their own: the text of
 qgrey-report (qgrey.report) and the HTML page (qgrey.htmlreport); visible()
@@ -141,6 +149,40 @@ def visible(text):
                    "\\x%02x" % ord(c) if ord(c) < 0xA0 else "?" for c in text)
 
 
+MODES = ("all", "trial", "suspicious")
+
+
+class Mode:
+    """The decisions of one GL_GREYLIST mode: decisions, trusted (passed at
+    once, reason=trusted), greylisted, delayed (passed after a delay); the
+    delays of new mail accepted ({seconds: count}: 0 for each trusted, the
+    wait of each delayed pass); would_trust, would_greylist: greylistings
+    logged trial=trusted and trial=suspicious."""
+
+    def __init__(self):
+        self.decisions = self.trusted = self.greylisted = self.delayed = 0
+        self.would_trust = self.would_greylist = 0
+        self.waits = {}
+
+    def accepted(self):
+        """New mail accepted: trusted at once or passed after a delay."""
+        return sum(self.waits.values())
+
+    def median(self):
+        """The median delay of new mail accepted (the lower middle), or None."""
+        count = self.accepted()
+        if not count:
+            return None
+        seen = 0
+        for seconds in sorted(self.waits):
+            seen += self.waits[seconds]
+            if 2 * seen >= count:
+                return seconds
+
+    def longest(self):
+        return max(self.waits) if self.waits else None
+
+
 class Report:
     def __init__(self, settings, networks=False):
         self.settings = settings
@@ -159,6 +201,8 @@ class Report:
         self.unstamped = 0       # decisions without a TAI64N stamp
         self.width = HOUR        # seconds per time bucket
         self.buckets = {}        # stamp // width -> {(action, reason): count}
+        self.modes = {}          # GL_GREYLIST mode -> Mode
+        self.mode = getattr(settings, "greylist", "all")  # of lines without a mark
 
     def key(self, fields):
         sender = fields.get("sender", "<>")
@@ -184,6 +228,7 @@ class Report:
         action, reason = fields.get("action", "?"), fields.get("reason", "?")
         pair = (action, reason)
         self.decisions[pair] = self.decisions.get(pair, 0) + 1
+        self._count_mode(action, reason, fields)
         if stamp is None:
             self.unstamped += 1
         else:
@@ -228,6 +273,38 @@ class Report:
                     if limit is None or waited < limit:
                         self.delays[i] += 1
                         break
+
+    def _count_mode(self, action, reason, fields):
+        trial = fields.get("trial")
+        mode = "trial" if trial else "suspicious" if reason == "trusted" else self.mode
+        seen = self.modes.get(mode)
+        if seen is None:
+            seen = self.modes[mode] = Mode()
+        seen.decisions += 1
+        if action == "greylist":
+            seen.greylisted += 1
+            if trial == "trusted":
+                seen.would_trust += 1
+            elif trial == "suspicious":
+                seen.would_greylist += 1
+        elif action == "pass" and reason in ("trusted", "delayed"):
+            if reason == "trusted":
+                seen.trusted += 1
+                waited = 0
+            else:
+                seen.delayed += 1
+                waited = fields.get("waited")
+                if waited is None:  # not as the plugin writes it: no delay to count
+                    return
+                waited = int(waited)
+            seen.waits[waited] = seen.waits.get(waited, 0) + 1
+
+    def mode_counts(self):
+        """[(mode, Mode)] in the order all, trial, suspicious; [] when every
+        decision was taken under all (nothing to compare)."""
+        if set(self.modes) <= {"all"}:
+            return []
+        return [(mode, self.modes[mode]) for mode in MODES if mode in self.modes]
 
     def _coarsen(self):
         """Twice as long a time per bucket: the buckets stay few."""
