@@ -31,8 +31,6 @@ import time
 
 import _socket
 
-from qgrey import files
-
 A, PTR, MX, TXT, AAAA, CNAME = 1, 12, 15, 16, 28, 5
 TYPES = {"A": A, "PTR": PTR, "MX": MX, "TXT": TXT, "AAAA": AAAA, "CNAME": CNAME}
 OK, NODATA, NXDOMAIN, ERROR, TIMEOUT = "ok", "nodata", "nxdomain", "error", "timeout"
@@ -223,6 +221,7 @@ def resolv_conf(path=RESOLV_CONF):
     gives them; 127.0.0.1 when it lists none or cannot be read."""
     servers = []
     try:
+        from qgrey import files  # only when GL_DNS does not name the servers
         text = files.read_regular(path, RESOLV_LIMIT, follow=True).decode("latin-1")
     except OSError:
         text = ""

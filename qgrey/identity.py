@@ -36,12 +36,23 @@ the term that matched is 'all', a network wider than /16 (IPv4) or /32
 (IPv6) (ip4, ip6, a and mx with such a prefix length), or an 'exists'
 without a macro (it matches every client or none).
 
-Imports qgrey.dns, qgrey.spf and qgrey.pools: never on the path of
-GL_SPF=0 and GL_GREYLIST=all.
+Imports qgrey.dns and qgrey.spf, and qgrey.pools when names are judged:
+never on the path of GL_SPF=0 and GL_GREYLIST=all, nor on a known
+sender's.
 """
 from qgrey import dns, keys, policy, spf
 from qgrey.keys import SPF, host_name
-from qgrey.pools import pool as host_pool, refusal
+
+
+def refusal(name, ip_text):
+    """pools.refusal; qgrey.pools (its tables) is loaded only for names."""
+    from qgrey.pools import refusal
+    return refusal(name, ip_text)
+
+
+def host_pool(name, ip_text):
+    from qgrey.pools import pool
+    return pool(name, ip_text)
 
 # A pass through a network wider than this proves nothing (prefix lengths).
 MIN_PREFIX4, MIN_PREFIX6 = 16, 32

@@ -99,7 +99,7 @@ def decide_rcpt(request, now, write=True):
     learning = request.client_ip is not None and (
         settings.spf or settings.greylist != "all"
         or (settings.host_names == "dns" and settings.host_pools))
-    cache = None
+    cache = domain = None
     if learning and settings.spf and request.pool is None and not settings.ignore_remoteip:
         domain = keys.spf_domain(request.sender, request.helo)
         if domain:  # a pooling pass of this client for this domain, recorded
@@ -138,10 +138,21 @@ def decide_rcpt(request, now, write=True):
             if store.degraded:
                 degraded.append(store.degraded)
 
-    evidence = None
+    def recorded_pass(entry):
+        return entry is not None and write and settings.greylist == "all" \
+            and not (settings.host_names == "dns" and settings.host_pools) \
+            and not policy.expired(entry, now, settings, keys.SPF)
+
+    evidence = spf_result = None
     try:
         outcome = run(wanted + [cache], first)
-        if outcome[0] == MISS:  # learn who the client is, then decide
+        if outcome[0] == MISS and recorded_pass(outcome[1]):
+            # A pooled sender's pass recorded for this address: its pool is
+            # known without DNS, and nothing else needs the identity.
+            request.pool = "spf:" + domain
+            outcome = run(keys.wanted(request, greytrap)[0] + [None], change)
+            spf_result = "pass"
+        elif outcome[0] == MISS:  # learn who the client is, then decide
             from qgrey import identity
             evidence = identity.learn(request, outcome[1], now)
             request.pool = evidence.pool if not settings.ignore_remoteip else None
@@ -150,6 +161,7 @@ def decide_rcpt(request, now, write=True):
             passed = policy.Entry(now, now, now, 1) if evidence.spf_pooled else None
             outcome = run(final + [cache if evidence.spf_pooled else None],
                           lambda entries, now: change(entries, now, trusted, passed))
+            spf_result = evidence.spf_text
         action, reason, waited, note = outcome
     except StoreError as err:
         return on_error(err, settings)
@@ -163,9 +175,9 @@ def decide_rcpt(request, now, write=True):
     decision.stage = settings.stage
     decision.pool = request.pool
     decision.consulted = consulted
+    decision.spf = spf_result
     if evidence is not None:
         decision.identity = evidence
-        decision.spf = evidence.spf_text
         if settings.greylist == "trial" and action == policy.GREYLIST:
             decision.trial = "suspicious" if evidence.suspicious else "trusted"
         if evidence.suspicious is False and (reason == "trusted" or decision.trial):

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""qgrey benchmark of the decisions that learn the client's identity from
+DNS (GL_SPF=1, GL_GREYLIST=suspicious, GL_HOST_NAMES=dns), against a bare
+interpreter start-up, with the DNS questions each decision sent.
+
+    python3 bench/identity_bench.py [--runs N]
+
+Run with the interpreter qgrey is installed for (a virtual environment
+with the package and pytest: the DNS server is the tests' nsd, from
+tests/dnsserver.py). nsd answers from its zones at once, as a warm local
+caching resolver does; every query passes through a forwarding server that
+counts it. Each case alternates with the floor (`python -I -S -c pass`);
+the ratio is median(CPU of the decision's process) / median(CPU of the
+floor), CPU being user + system time from wait4.
+
+Cases:
+  known                 a known triplet, GL_SPF=0 (today's known path)
+  known spf             the same with GL_SPF=1 (a sender without SPF, keyed by
+                        network): must send 0 queries, at known's ratio
+  known spf pooled      a known triplet keyed spf:provider.org: read by network
+                        (a miss), then by its pool (its pass recorded): 0 queries
+  new                   a new triplet, GL_SPF=0
+  new spf               a new triplet with GL_SPF=1, the sender's SPF evaluated
+                        (a provider's include chain: 3 TXT questions)
+  new spf recorded      a new triplet of a client whose pooling pass is recorded
+  trusted               GL_GREYLIST=suspicious, GL_HOST_NAMES=dns: a server
+                        with a forward-confirmed static name, accepted at once
+  suspicious            the same settings, a client with a dynamic PTR name
+It reports the ratios and queries, and exits 1 when "known spf" sends a
+query or its ratio exceeds known's by more than 0.05 (figures: docs/spf.md
+and docs/selective.md).
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+
+from dnsserver import NSD, Recorder  # noqa: E402
+
+PYTHON = sys.executable
+FLOOR = [PYTHON, "-I", "-S", "-c", "pass"]
+ZONES = {
+    "provider.org": """
+@       TXT "v=spf1 include:_spf.provider.org -all"
+_spf    TXT "v=spf1 include:_net4.provider.org include:_net6.provider.org ~all"
+_net4   TXT "v=spf1 ip4:198.51.100.0/24 -all"
+_net6   TXT "v=spf1 ip6:2001:db8:100::/48 -all"
+""",
+    "2.0.192.in-addr.arpa": "10 PTR mail.staticmail.net.\n11 PTR 192-0-2-11.dyn.ispaccess.net.",
+    "staticmail.net": "mail A 192.0.2.10",
+    "nospf.org": '@ TXT "just text"',
+    "ispaccess.net": "192-0-2-11.dyn A 192.0.2.11",
+}
+BASE = {
+    "PROTO": "TCP", "TCPLOCALIP": "192.0.2.1", "TCPREMOTEPORT": "40000",
+    "SMTPHELOHOST": "client.example", "SMTPRCPTCOUNT": "0", "SMTPRCPTCOUNTALL": "1",
+    "SMTPRCPTHOSTSOK": "1", "GL_DELAY": "1d", "GL_DNS_TIMEOUT": "2",
+}
+
+
+def cpu_of(argv, env):
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        pid = os.posix_spawn(argv[0], argv, env, file_actions=[
+            (os.POSIX_SPAWN_DUP2, null, 1), (os.POSIX_SPAWN_DUP2, null, 2),
+            (os.POSIX_SPAWN_CLOSE, 0)])
+    finally:
+        os.close(null)
+    _, status, usage = os.wait4(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, argv
+    return usage.ru_utime + usage.ru_stime
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=40)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="qgrey-identity-bench.")
+    launcher = os.path.join(work, "qgrey")
+    subprocess.run([PYTHON, "-m", "qgrey.launcher", launcher], check=True,
+                   stdout=subprocess.DEVNULL, cwd="/")
+    nsd = NSD(os.path.join(work, "nsd"), ZONES)
+    dns = Recorder(nsd.port)
+    counter = iter(range(10 ** 9))
+
+    def case(name, fixed, vary=lambda n: {}):
+        gl_dir = os.path.join(work, name.replace(" ", "-"))
+        os.mkdir(gl_dir, 0o700)
+        base = dict(dict(BASE, GL_DIR=gl_dir, GL_DNS=dns.server, SMTPMAILFROM="alice@provider.org",
+                         SMTPRCPTTO="bob@example.net", TCPREMOTEIP="198.51.100.7"), **fixed)
+        # known cases: the triplet recorded as passed first (learning mode)
+        cpu_of([launcher], dict(base, GL_LEARN="1"))
+        floors, subjects = [], []
+        asked = len(dns.queries)
+        for _ in range(args.runs):
+            n = next(counter)
+            floors.append(cpu_of(FLOOR, {}))
+            subjects.append(cpu_of([launcher], dict(base, **vary(n))))
+        queries = (len(dns.queries) - asked) / args.runs
+        ratio = statistics.median(subjects) / statistics.median(floors)
+        print("%-18s CPU ratio %.2fx  (decision %.1f ms, floor %.1f ms)  queries/decision %.2f"
+              % (name, ratio, 1000 * statistics.median(subjects),
+                 1000 * statistics.median(floors), queries), flush=True)
+        return ratio, queries
+
+    def new_rcpt(n):
+        return {"SMTPRCPTTO": "r%d@example.net" % n}
+
+    def new_host(n):
+        return {"SMTPRCPTTO": "r%d@example.net" % n, "TCPREMOTEIP": "198.51.100.%d" % (n % 200 + 20)}
+
+    try:
+        known, _ = case("known", {})
+        known_spf, known_queries = case("known spf", {"GL_SPF": "1",
+                                                      "SMTPMAILFROM": "alice@nospf.org"})
+        case("known spf pooled", {"GL_SPF": "1"})
+        case("new", {}, new_rcpt)
+        case("new spf", {"GL_SPF": "1"}, new_host)
+        case("new spf recorded", {"GL_SPF": "1"}, new_rcpt)
+        selective = {"GL_GREYLIST": "suspicious", "GL_HOST_NAMES": "dns"}
+        case("trusted", dict(selective, TCPREMOTEIP="192.0.2.10"), new_rcpt)
+        case("suspicious", dict(selective, TCPREMOTEIP="192.0.2.11"), new_rcpt)
+    finally:
+        dns.stop()
+        nsd.stop()
+        subprocess.run(["rm", "-rf", work])
+    failed = known_queries != 0 or known_spf > known + 0.05
+    print("known spf: %s" % ("FAILED" if failed else "ok (no query, ratio within 0.05 of known)"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
