@@ -12,6 +12,7 @@ import time
 import pytest
 
 from dnsserver import NSD, FakeServer, Recorder
+from test_qmail_smtpd import kit, one_header, server  # noqa: F401  (the harness's fixtures)
 from test_rules_plugin import GREYLISTED, age, check, delayed, header, logged, stored, write
 
 # Names under real top-level domains (the dynamic-name rule refuses .test
@@ -200,3 +201,39 @@ def test_host_pools_use_the_verified_name(run, gl_dir, dns):
                         GREYLISTED), "greylist", "new")
     assert "pool=" not in line
     assert "192.0.2.0/24 alice@example.org c@example.net" in stored(gl_dir)
+
+
+# Once through the real qmail-smtpd of the harness kit (tests/test_qmail_smtpd.py):
+# the client is 127.0.0.1, whose PTR name the tests' own nsd confirms.
+
+LOOPBACK_ZONES = {
+    "0.0.127.in-addr.arpa": "1 PTR mail.staticmail.net.",
+    "staticmail.net": "mail A 127.0.0.1",
+}
+
+
+@pytest.fixture(scope="module")
+def loopback_nsd(tmp_path_factory):
+    server = NSD(tmp_path_factory.mktemp("nsd-loopback"), LOOPBACK_ZONES)
+    yield server
+    server.stop()
+
+
+def test_a_trusted_server_through_qmail_smtpd(server, loopback_nsd):
+    s = server(["rcpt"], GL_GREYLIST="suspicious", GL_HOST_NAMES="dns",
+               GL_DNS=loopback_nsd.server, GL_DNS_TIMEOUT="2")
+    c = s.connect()
+    c.ehlo()
+    # accepted at its first attempt: no 451
+    c.send("alice@sender.test", ["a@example.test", "b@example.test"])
+    c.quit()
+    (headers, body), = s.messages()
+    one_header(headers, r"passed \(trusted client\)", ("a@example.test", "b@example.test"))
+    assert body == "hello\n"
+    lines = [line for line in s.log() if line.startswith("qgrey:")]
+    assert lines == [
+        "qgrey: action=pass reason=trusted client=127.0.0.1 name=mail.staticmail.net "
+        "sender=alice@sender.test recipient=a@example.test waited=0",
+        # the second recipient is another new triplet, trusted too, without a header
+        "qgrey: action=pass reason=trusted client=127.0.0.1 name=mail.staticmail.net "
+        "sender=alice@sender.test recipient=b@example.test waited=0"]
