@@ -35,16 +35,19 @@ own size to read and is rebuilt, never trusted.
 check_lists(request) is what the lists say of one request (qgrey.request),
 which knows which of the files exist (Request.list_files): this module is
 imported only when one does.
-A regular expression costs nothing where a list has none: re is imported
-only when a list holds one and a client with a verified name is not
-listed otherwise. Python's re has no time limit, so a pattern that could
-backtrack for long is refused as malformed (pattern_problem): at most
-MAX_PATTERN bytes, at most MAX_REPEATS repeats (* + ? {m,n}; a pattern
-not anchored by a leading ^ is tried at every position, which counts as
-one), no repeated group, no back-reference, at most MAX_ALTERNATIVES |.
-Host names are at most 253 bytes. postgrey's own list needs 3 repeats at
-most; the slowest patterns these bounds let through took about a quarter
-of a second over a 253-byte name (docs/selective.md).
+A regular expression costs nothing where a list has none. Patterns are
+searched by a plain matcher of this module (search: an automaton, time in
+proportion to the name, no backtracking) that takes every pattern of
+postgrey's list; re is imported only for a pattern beyond it (\\b,
+look-arounds, ...), and when the list is parsed, to judge such a pattern.
+Python's re has no time limit, so a pattern that could backtrack for long
+is refused as malformed (pattern_problem): at most MAX_PATTERN bytes, at
+most MAX_REPEATS repeats (* + ? {m,n}; a pattern not anchored by a leading
+^ is tried at every position, which counts as one), no repeated group, no
+back-reference, at most MAX_ALTERNATIVES |. Host names are at most 253
+bytes. postgrey's own list needs 3 repeats and 1 | at most; the slowest
+patterns these bounds let through took re about a quarter of a second over
+a 253-byte name, the plain matcher under a millisecond (docs/selective.md).
 Only posix (built in) and qgrey modules are imported here (and re, as said).
 """
 import posix
@@ -151,8 +154,8 @@ def parse(name, text, keep=None):
         if name == CLIENTS and len(entry) > 2 and entry[:1] == entry[-1:] == b"/":
             pattern = entry[1:-1]
             problem = pattern_problem(pattern)
-            if problem is None:
-                import re  # only for a list that holds a pattern
+            if problem is None and compile_pattern(pattern) is None:
+                import re  # a pattern beyond the plain matcher: re judges it
                 try:
                     re.compile(pattern, re.IGNORECASE)
                 except (re.error, OverflowError, RecursionError) as err:
@@ -241,7 +244,7 @@ def pattern_problem(pattern):
         if c == b"{":
             end = pattern.find(b"}", i)
             inside = pattern[i + 1:end] if end > 0 else b""
-            if not inside or inside.translate(None, b"0123456789,") or inside[:1] == b",":
+            if not inside or inside.translate(None, b"0123456789,") or inside.count(b",") > 1:
                 i, last = i + 1, "atom"  # a literal brace, as re reads it
                 continue
             c, step = b"*", end - i + 1
@@ -474,15 +477,291 @@ def client_listed(listed, remote_ip, remote_host):
             if contains(blob, b"n" + host[dot + 1:]) or contains(blob, b"n" + host[dot:]):
                 return True
             dot = host.find(b".", dot + 1)
-        found = patterns(blob)
-        if found and host:
-            import re  # only for a list that holds a pattern
-            for pattern in found:
-                try:
-                    if re.compile(pattern[1:], re.IGNORECASE).search(host):
-                        return True
-                except re.error:  # parse() compiled it: only a damaged cache
+        for pattern in patterns(blob) if host else ():
+            if search(pattern[1:], host):
+                return True
+    return False
+
+
+# A plain matcher for the patterns of postgrey's list, so that a list
+# with patterns does not import re (about 12 ms) on every RCPT, and runs in
+# time linear in the name (an automaton, no backtracking): literals,
+# '.', classes ([a-z0-9], [^.], \d \w \s and their negations), the repeats
+# * + ? {m} {m,} {m,n} (lazy or not: only whether it matches counts), ^ and
+# $, groups (capturing or (?:...), never repeated: pattern_problem refuses
+# that) with |. Anything else (\b, look-arounds, flags, ...) goes to re.
+# Case is ignored as re.IGNORECASE does for bytes: ASCII letters only.
+
+_DIGIT = frozenset(b"0123456789")
+_WORD = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_SPACE = frozenset(b" \t\n\r\f\v")
+_ALL = frozenset(range(256))
+_CLASSES = {ord("d"): _DIGIT, ord("w"): _WORD, ord("s"): _SPACE,
+            ord("D"): _ALL - _DIGIT, ord("W"): _ALL - _WORD, ord("S"): _ALL - _SPACE}
+_ALNUM = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+class _Beyond(Exception):
+    """A pattern the plain matcher does not take (or re would refuse)."""
+
+
+def _folded(chars):
+    return frozenset(chars) | frozenset(bytes(chars).swapcase())
+
+
+class _Parser:
+    def __init__(self, pattern):
+        self.p, self.i = pattern, 0
+
+    def peek(self):
+        return self.p[self.i] if self.i < len(self.p) else None
+
+    def alternatives(self):
+        """-> [sequence]; a sequence is [(kind, value, low, high)]."""
+        branches = [self.sequence()]
+        while self.peek() == ord("|"):
+            self.i += 1
+            branches.append(self.sequence())
+        return branches
+
+    def sequence(self):
+        items = []
+        while self.peek() is not None and self.peek() not in b"|)":
+            c = self.p[self.i]
+            self.i += 1
+            if c == ord("("):
+                if self.p[self.i:self.i + 2] == b"?:":
+                    self.i += 2
+                elif self.peek() == ord("?"):
+                    raise _Beyond()
+                item = ("group", self.alternatives())
+                if self.peek() != ord(")"):
+                    raise _Beyond()
+                self.i += 1
+            elif c == ord("^") or c == ord("$"):
+                item = ("at", c)
+            elif c == ord("."):
+                item = ("set", _ALL - {10})
+            elif c == ord("["):
+                item = ("set", self.klass())
+            elif c == ord("\\"):
+                item = ("set", self.escape())
+            elif c in b"*+?{" and not (c == ord("{") and self.repeat_at(self.i - 1) is None):
+                raise _Beyond()  # nothing to repeat, or a repeat of a repeat
+            else:
+                item = ("set", _folded([c]))
+            low, high = 1, 1
+            found = self.repeat_at(self.i)
+            if found is not None:
+                if item[0] != "set":
+                    raise _Beyond()
+                low, high, self.i = found
+                if self.peek() == ord("?"):
+                    self.i += 1
+                if self.peek() is not None and self.repeat_at(self.i) is not None:
+                    raise _Beyond()  # possessive (Python 3.11) or an error: re decides
+            items.append((item[0], item[1], low, high))
+        return items
+
+    def repeat_at(self, i):
+        """(low, high, index after) of a repeat at i, or None."""
+        c = self.p[i] if i < len(self.p) else None
+        if c is None:
+            return None
+        if c in b"*+?":
+            return (0 if c != ord("+") else 1, 1 if c == ord("?") else None, i + 1)
+        if c != ord("{"):
+            return None
+        end = self.p.find(b"}", i)
+        inside = self.p[i + 1:end] if end > 0 else b""
+        low, comma, high = inside.partition(b",")
+        if not inside or inside.translate(None, b"0123456789,") or inside.count(b",") > 1:
+            return None  # a literal brace, as re reads it
+        if not low or len(inside) > 8:
+            raise _Beyond()  # {,n} and {,}: read alike by every Python? re decides
+        low, high = int(low), int(high) if high else (None if comma else int(low))
+        if high is not None and high < low:
+            raise _Beyond()
+        return low, high, end + 1
+
+    def escape(self):
+        c = self.peek()
+        if c is None:
+            raise _Beyond()
+        self.i += 1
+        if c in _CLASSES:
+            return _CLASSES[c]
+        if c in _ALNUM or c > 0x7F:
+            raise _Beyond()  # \b, \A, \x41, a back-reference...
+        return _folded([c])
+
+    def klass(self):
+        negate = self.peek() == ord("^")
+        self.i += negate
+        chars, first = set(), True
+        while True:
+            c = self.peek()
+            if c is None:
+                raise _Beyond()
+            if c == ord("]") and not first:
+                self.i += 1
+                break
+            first = False
+            self.i += 1
+            if c == ord("\\"):
+                d = self.peek()
+                if d in _CLASSES:
+                    self.i += 1
+                    chars |= _CLASSES[d]
                     continue
+                c = self.escape() and d
+            if c == ord("[") or (self.peek() == ord("-") and self.p[self.i + 1:self.i + 2] not in (b"]", b"")):
+                if c == ord("["):
+                    raise _Beyond()  # [[:alpha:]] and the like
+                self.i += 1
+                end = self.peek()
+                self.i += 1
+                if end == ord("\\"):
+                    d = self.peek()
+                    if d is None or d in _ALNUM:
+                        raise _Beyond()
+                    self.i += 1
+                    end = d
+                if end < c:
+                    raise _Beyond()
+                chars.update(range(c, end + 1))
+            else:
+                chars.add(c)
+        chars = _folded(chars)
+        return _ALL - chars if negate else chars
+
+
+def compile_pattern(pattern):
+    """A pattern (bytes) -> its alternatives for _search, or None when the
+    plain matcher does not take it (then re does)."""
+    parser = _Parser(pattern)
+    try:
+        tree = parser.alternatives()
+        if parser.peek() is not None:  # an unmatched )
+            return None
+    except (_Beyond, IndexError, TypeError):
+        return None
+    return tree
+
+
+def _automaton(tree):
+    """The alternatives of compile_pattern -> (states, start, final): a
+    Thompson automaton, so that a search takes time in proportion to the
+    name's length times the states, never backtracking. A state is
+    [kind, value, out, out2]: 'set' (value: the bytes it takes), 'split'
+    (out and out2, no byte), 'at' (value: ^ or $), 'final'. None when a
+    repeat would need more than MAX_STATES states ({1000} and the like)."""
+    states = []
+
+    def new(kind, value=None):
+        states.append([kind, value, None, None])
+        return len(states) - 1
+
+    def patch(outs, target):
+        for state, slot in outs:
+            states[state][slot] = target
+
+    def empty():
+        state = new("split")
+        return state, [(state, 2)]
+
+    def chain(parts):
+        if not parts:
+            return empty()
+        first, outs = parts[0]
+        for start, more in parts[1:]:
+            patch(outs, start)
+            outs = more
+        return first, outs
+
+    def item(kind, value, low, high):
+        if kind == "at":
+            state = new("at", value)
+            return state, [(state, 2)]
+        if kind == "group":
+            return alternatives(value)
+        if low + (1 if high is None else high - low) > MAX_STATES or len(states) > MAX_STATES:
+            raise _Beyond()
+        parts = []
+        for _ in range(low):
+            state = new("set", value)
+            parts.append((state, [(state, 2)]))
+        if high is None:
+            loop, take = new("split"), new("set", value)
+            states[loop][2], states[take][2] = take, loop
+            parts.append((loop, [(loop, 3)]))
+        else:
+            for _ in range(high - low):
+                skip, take = new("split"), new("set", value)
+                states[skip][2] = take
+                parts.append((skip, [(skip, 3), (take, 2)]))
+        return chain(parts)
+
+    def alternatives(branches):
+        fragments = [chain([item(*i) for i in branch]) for branch in branches]
+        start, outs = fragments[-1]
+        for first, more in reversed(fragments[:-1]):
+            split = new("split")
+            states[split][2], states[split][3] = first, start
+            start, outs = split, more + outs
+        return start, outs
+
+    try:
+        start, outs = alternatives(tree)
+    except _Beyond:
+        return None
+    final = new("final")
+    patch(outs, final)
+    return states, start, final
+
+
+MAX_STATES = 256
+
+
+def _closure(states, todo, at, size, into):
+    """Add to into the states reachable from todo without taking a byte,
+    at position at of a name of size bytes."""
+    while todo:
+        state = todo.pop()
+        if state is None or state in into:
+            continue
+        into.add(state)
+        kind, value, out, out2 = states[state]
+        if kind == "split":
+            todo.append(out)
+            todo.append(out2)
+        elif kind == "at" and at == (0 if value == ord("^") else size):
+            todo.append(out)
+
+
+def search(pattern, name):
+    """Whether the pattern (bytes, as between the slashes) is found in name
+    (bytes), case ignored: as re.search(pattern, name, re.IGNORECASE)."""
+    tree = compile_pattern(pattern)
+    machine = _automaton(tree) if tree is not None else None
+    if machine is None:
+        import re  # beyond the plain matcher
+        try:
+            return re.search(pattern, name, re.IGNORECASE) is not None
+        except re.error:  # parse() compiled it: only a damaged cache
+            return False
+    states, start, final = machine
+    size, current = len(name), set()
+    for at in range(size + 1):
+        _closure(states, [start], at, size, current)  # a match may start anywhere
+        if final in current:
+            return True
+        if at == size:
+            break
+        byte = name[at]
+        taken = [states[s][2] for s in current if states[s][0] == "set" and byte in states[s][1]]
+        current = set()
+        _closure(states, taken, at + 1, size, current)
     return False
 
 

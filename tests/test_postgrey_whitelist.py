@@ -151,12 +151,15 @@ def imported(launcher, gl_dir, **env):
     return names
 
 
-def test_re_is_imported_only_for_a_list_with_patterns(launcher, gl_dir):
+def test_re_is_imported_only_for_a_pattern_beyond_the_plain_matcher(launcher, gl_dir, postgrey_list):
     names = b"".join(b"host%d.example.com\n" % i for i in range(300))  # > SMALL: cached too
     put(gl_dir, names)
+    for _ in range(2):  # parsed, then cached
+        assert "re" not in imported(launcher, gl_dir, TCPREMOTEHOST="mx.example.org")
+    put(gl_dir, postgrey_list)  # 34 patterns, none listing mx.example.org
     for _ in range(2):
         assert "re" not in imported(launcher, gl_dir, TCPREMOTEHOST="mx.example.org")
-    put(gl_dir, names + b"/^mail\\d+\\.example\\.net$/\n")
+    put(gl_dir, names + b"/\\bmail\\d+\\.example\\.net$/\n")  # \b: re's
     for _ in range(2):
         assert "re" in imported(launcher, gl_dir, TCPREMOTEHOST="mx.example.org")
 
@@ -219,3 +222,94 @@ def test_a_refused_pattern_is_reported_and_skipped(run, gl_dir):
         "qgrey: warning: %s line 2: not a regular expression: missing ), unterminated subpattern "
         "at position 5; skipped\n"
         "qgrey: action=skip reason=whitelist-client %s\n" % (path, path, tail()))
+
+
+# --- the plain matcher against Python's re (the oracle) -----------------------
+
+def names_for(pattern, rng):
+    """Names near what a pattern matches: its literal letters, digits and
+    dots shuffled, cut and changed, plus random host-name bytes."""
+    letters = bytes(b for b in pattern if chr(b).isalnum() or b in b".-_") or b"a"
+    out = []
+    for _ in range(40):
+        size = rng.randint(0, 40)
+        out.append(bytes(rng.choice(letters + b"0123456789.-ABZ") for _ in range(size)))
+    return out
+
+
+def test_postgreys_patterns_match_as_re_does(postgrey_list):
+    import random
+    import re
+    rng = random.Random(7)
+    patterns = [line.strip()[1:-1] for line in postgrey_list.splitlines() if line.startswith(b"/")]
+    assert all(lists.compile_pattern(p) is not None for p in patterns)  # no re needed
+    for pattern in patterns:
+        oracle = re.compile(pattern, re.IGNORECASE)
+        for name in names_for(pattern, rng) + [b"mail12.telekom.de", b"smtp3.orange.fr",
+                                               b"smtpz3-g12.free.fr", b"odk.fdv.uni-lj.si"]:
+            assert lists.search(pattern, name) == (oracle.search(name) is not None), (pattern, name)
+
+
+ATOMS = [b"a", b"b", b"M", b"1", b".", b"\\.", b"\\d", b"\\w", b"\\D", b"\\W", b"\\s",
+         b"[a-c]", b"[^a-c]", b"[0-9]", b"[A-Z]", b"[^.]", b"[\\d.]", b"[-a]", b"[a-]",
+         b"[]a]", b"-", b"{", b"x{2", b"x{,2}", b"\\-"]
+REPEATS = [b"", b"", b"", b"*", b"+", b"?", b"*?", b"+?", b"??", b"{2}", b"{1,3}", b"{2,}",
+           b"{0,1}?", b"{3,1}"]
+
+
+def random_pattern(rng, depth=0):
+    def sequence():
+        out = b""
+        for _ in range(rng.randint(0, 4)):
+            if depth < 2 and rng.random() < 0.15:
+                inner = random_pattern(rng, depth + 1)
+                out += (b"(?:" if rng.random() < 0.5 else b"(") + inner + b")"
+            else:
+                out += rng.choice(ATOMS) + rng.choice(REPEATS)
+        return out
+    pattern = b"|".join(sequence() for _ in range(rng.randint(1, 2)))
+    if depth == 0:
+        pattern = (b"^" if rng.random() < 0.5 else b"") + pattern + (
+            b"$" if rng.random() < 0.5 else b"")
+    return pattern
+
+
+def test_random_patterns_match_as_re_does():
+    """Patterns the plain matcher takes match as re.search with
+    IGNORECASE does; a pattern re refuses, the plain matcher refuses too."""
+    import random
+    import re
+    rng = random.Random(18)
+    taken = 0
+    for _ in range(3000):
+        pattern = random_pattern(rng)
+        try:
+            oracle = re.compile(pattern, re.IGNORECASE)
+        except re.error:
+            assert lists.compile_pattern(pattern) is None, pattern
+            continue
+        if lists.compile_pattern(pattern) is None:
+            continue
+        taken += 1
+        for _ in range(8):
+            name = bytes(rng.choice(b"abcMm1234.-_xyzABQ ") for _ in range(rng.randint(0, 14)))
+            assert lists.search(pattern, name) == (oracle.search(name) is not None), (pattern, name)
+    assert taken > 1500  # most of them: 1,971 with this seed
+
+
+def test_the_plain_matcher_takes_time_in_proportion_to_the_name():
+    """What backtracks for long in re (here held to the bounds) is one pass
+    here: a name 8 times longer costs about 8 times more, not 8**3."""
+    import time
+    pattern = b"^\\w*\\w*\\w*(?:\\w\\w|\\w|\\w)\\d"
+    assert lists.pattern_problem(pattern) is None
+
+    def cost(size):
+        best = None
+        for _ in range(5):
+            start = time.perf_counter()
+            assert not lists.search(pattern, b"a" * size)
+            took = time.perf_counter() - start
+            best = took if best is None else min(best, took)
+        return best
+    assert cost(248) < 40 * cost(31)  # linear: about 8; cubic would be 512
