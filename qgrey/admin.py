@@ -495,6 +495,11 @@ def cmd_explain(args, settings, environ, out):
         printable(args.ip), printable(args.sender), printable(args.recipient),
         time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now)))]
     lines.append("answer: " + answer_text(decision))
+    if decision.stage == "data" and decision.action in (policy.GREYLIST, policy.PASS):
+        from qgrey.datastage import NOT_REFUSED_AT_DATA
+        if decision.reason not in NOT_REFUSED_AT_DATA:
+            lines.append("stage: GL_STAGE=data: the RCPT is accepted and this answer "
+                         "given at DATA")
     if decision.detail:
         lines.append("detail: " + printable(decision.detail))
     lines.append("delay left: " + delay_left(decision, read, now, settings))

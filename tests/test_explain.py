@@ -156,3 +156,11 @@ def test_usage(at):
                             env=at(0).env, capture_output=True, stdin=subprocess.DEVNULL)
     assert (result.returncode, result.stdout, result.stderr) == (
         100, b"", b"qgrey-admin: fatal: usage: mx.example.org is not an IP address\n")
+
+
+def test_at_the_data_stage(at):
+    out = at(0).explain(*ARGS, "--host", "mx.example.org", GL_STAGE="data")
+    assert out.splitlines()[1:4] == [
+        "answer: greylist (reason=new): 451 4.7.1 Greylisted, please try again later",
+        "stage: GL_STAGE=data: the RCPT is accepted and this answer given at DATA",
+        "delay left: 5m00s from this attempt (GL_DELAY; explain records nothing)"]
