@@ -140,3 +140,28 @@ def test_median_of_an_even_count_is_the_lower_middle(tmp_path):
                             capture_output=True, cwd="/")
     assert result.stdout.decode().endswith(
         "  suspicious         4        1          0        3    5m00s   15m00s\n")
+
+
+def test_the_plugins_own_lines(tmp_path, run):
+    """The plugin's log under trial and suspicious, read back: the field
+    spellings the report counts are the plugin's."""
+    lines = []
+    for mode, ip, host in (("trial", "198.51.100.10", "mail.example.com"),
+                           ("trial", "203.0.113.5", "dsl-203-0-113-5.dyn.example.net"),
+                           ("suspicious", "192.0.2.20", "mx.example.org"),
+                           ("suspicious", "233.252.0.6", None)):
+        result = run(GL_GREYLIST=mode, GL_HOST_NAMES="tcpserver", TCPREMOTEIP=ip,
+                     TCPREMOTEHOST=host, SMTPHELOHOST="[%s]" % ip)
+        lines.append(result.stderr.decode())
+    assert [line.split(" ")[1:3] for line in lines] == [
+        ["action=greylist", "reason=new"], ["action=greylist", "reason=new"],
+        ["action=pass", "reason=trusted"], ["action=greylist", "reason=new"]]
+    path = tmp_path / "plugin"
+    path.write_text("".join(lines))
+    result = subprocess.run([os.path.join(BIN, "qgrey-report"), str(path)],
+                            env={"GL_DIR": str(tmp_path / "state"), "GL_GREYLIST": "suspicious"},
+                            capture_output=True, cwd="/")
+    assert result.stdout.decode().endswith(
+        "  trial              2        0          2        0        -        -\n"
+        "  suspicious         2        1          1        0    0m00s    0m00s\n"
+        "trial: of 2 greylistings, suspicious would have trusted 1 and greylisted 1\n")
