@@ -25,12 +25,6 @@ LISTS = ("whitelist-clients", "whitelist-recipients", "whitelist-senders", "grey
 FOLLOWED = (settings_module.CONFIG_NAME,) + LISTS
 # The modules the checks need, loaded before the ids are switched: the
 # user may not be able to read this Python's library directory.
-PRELOAD = ("fcntl", "_signal", "pwd", "grp", "shlex", "ast", "re", "importlib",
-           "encodings.ascii", "encodings.utf_8", "qgrey.files", "qgrey.keys", "qgrey.policy",
-           "qgrey.record", "qgrey.store.sqlite", "qgrey.store.sqlitefile", "qgrey.store.redis",
-           "qgrey.store.dbm", "dbm", "dbm.gnu", "dbm.ndbm", "dbm.sqlite3")
-
-
 def problems_as_current_user(settings, notes):
     config = settings.dir + "/" + settings_module.CONFIG_NAME
     found = []
@@ -535,14 +529,8 @@ def run(environ, user, out, smtpplugins=None):
     except KeyError:
         from qgrey.tool import Failure
         raise Failure("no such user: %s" % user)
-    import importlib
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
-    from qgrey.store import sqlite
-    sqlite._load_sqlite()
+    from qgrey.tool import preload
+    preload()
     out.flush()
     sys.stderr.flush()
     pid = os.fork()

@@ -25,21 +25,25 @@ class Failure(Exception):
         self.status = status
 
 
-# What the tools may import after taking GL_DIR owner's ids: loaded before,
-# since that user may not be able to read this Python's files (an
-# interpreter under /root, say). Names missing from this Python are skipped.
+# What the tools may import after taking another user's ids (GL_DIR's
+# owner, or check --user): loaded before, since that user may not be able
+# to read this Python's files (an interpreter under /root, say). Names
+# missing from this Python are skipped; every module of qgrey is loaded.
 PRELOAD = ("fcntl", "_signal", "signal", "_struct", "_socket", "bisect", "hashlib",
-           "importlib", "marshal", "encodings.ascii", "encodings.utf_8",
-           "dbm", "dbm.gnu", "dbm.ndbm", "dbm.sqlite3",
-           "qgrey.keys", "qgrey.pools", "qgrey.policy", "qgrey.record", "qgrey.lists",
-           "qgrey.salt", "qgrey.settings", "qgrey.files", "qgrey.check",
-           "qgrey.store", "qgrey.store.sqlite", "qgrey.store.sqlitefile",
-           "qgrey.store.dbm", "qgrey.store.redis")
+           "importlib", "marshal", "encodings.ascii", "encodings.utf_8", "encodings.idna",
+           "pwd", "grp", "shlex", "ast", "re", "dbm", "dbm.gnu", "dbm.ndbm", "dbm.sqlite3")
+NOT_PRELOADED = ("__init__", "__main__", "install")  # the installer: never run by a tool
 
 
 def preload():
     import importlib
-    for name in PRELOAD:
+    import qgrey
+    package = os.path.dirname(qgrey.__file__)
+    names = list(PRELOAD)
+    for directory, prefix in ((package, "qgrey."), (package + "/store", "qgrey.store.")):
+        names.extend(prefix + name[:-3] for name in sorted(os.listdir(directory))
+                     if name.endswith(".py") and name[:-3] not in NOT_PRELOADED)
+    for name in names:
         try:
             importlib.import_module(name)
         except ImportError:
