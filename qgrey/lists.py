@@ -801,10 +801,17 @@ def check_lists(request):
             continue
         if name == CLIENTS:
             # Names and patterns match the verified name only (GL_HOST_NAMES),
-            # learned (with GL_HOST_NAMES=dns, asked) only for a list that
-            # names hosts, and only when the address is not listed.
-            hit = client_listed(listed, request.client_ip, None) or (
-                has_names(listed) and client_listed(listed, None, request.verified_host))
+            # learned only for a list that names hosts, and only when the
+            # address is not listed. With GL_HOST_NAMES=dns that means DNS
+            # questions: the plugin asks them only after the database, when
+            # it would refuse (request.names_deferred): a known sender never
+            # waits for DNS.
+            hit = client_listed(listed, request.client_ip, None)
+            if not hit and has_names(listed):
+                if settings.host_names == "dns":
+                    request.names_deferred = listed
+                else:
+                    hit = client_listed(listed, None, request.verified_host)
         elif name == RECIPIENTS:
             hit = address_listed(listed, request.recipient.lower())
         else:
@@ -820,4 +827,10 @@ def check_lists(request):
     listed = _load_list(directory, GREYTRAPS, settings.owners, problems)
     if listed is None:
         return None, False
-    return None, address_listed(listed, request.recipient.lower())
+    trap = address_listed(listed, request.recipient.lower())
+    deferred = getattr(request, "names_deferred", None)
+    if trap and deferred is not None:  # a whitelisted client is never trapped
+        request.names_deferred = None
+        if client_listed(deferred, None, request.verified_host):
+            return "whitelist-client", False
+    return None, trap

@@ -96,8 +96,12 @@ def decide_rcpt(request, now, write=True):
     # learned from DNS only on a miss: first the triplet is read by the key
     # known without DNS (its network, or its tcpserver host pool); a known
     # sender is decided there and then, without a query.
+    # A client not whitelisted by address whose name GL_HOST_NAMES=dns must
+    # verify (lists.check_lists: names_deferred) is checked by name only
+    # when the database would refuse it: a miss, or a greylisting.
+    deferred = getattr(request, "names_deferred", None)
     learning = request.client_ip is not None and (
-        settings.spf or settings.greylist != "all"
+        settings.spf or settings.greylist != "all" or deferred is not None
         or (settings.host_names == "dns" and settings.host_pools))
     cache = domain = None
     if learning and settings.spf and request.pool is None and not settings.ignore_remoteip:
@@ -146,6 +150,10 @@ def decide_rcpt(request, now, write=True):
     evidence = spf_result = None
     try:
         outcome = run(wanted + [cache], first)
+        if deferred is not None and outcome[0] in (MISS, policy.GREYLIST):
+            from qgrey.lists import client_listed
+            if client_listed(deferred, None, request.verified_host):
+                return skip("whitelist-client")
         if outcome[0] == MISS and recorded_pass(outcome[1]):
             # A pooled sender's pass recorded for this address: its pool is
             # known without DNS, and nothing else needs the identity.

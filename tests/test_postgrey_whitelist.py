@@ -313,3 +313,56 @@ def test_the_plain_matcher_takes_time_in_proportion_to_the_name():
             best = took if best is None else min(best, took)
         return best
     assert cost(248) < 40 * cost(31)  # linear: about 8; cubic would be 512
+
+
+# --- GL_HOST_NAMES=dns: names verified by qgrey, asked only when needed ------
+
+from test_suspicious import dns, nsd  # noqa: E402,F401  (the tests' nsd and its recorder)
+
+DNS_ENV = {"GL_HOST_NAMES": "dns", "GL_DNS_TIMEOUT": "2", "TCPREMOTEHOST": None,
+           "SMTPHELOHOST": "client.example"}
+
+
+def dns_run(run, dns, ip, **env):
+    return run(**dict(DNS_ENV, GL_DNS=dns.server, TCPREMOTEIP=ip, **env))
+
+
+@pytest.mark.parametrize("entry", [b"/^mail\\d*\\.staticmail\\.net$/\n", b"staticmail.net\n"])
+def test_a_name_verified_by_dns_is_whitelisted(run, gl_dir, dns, entry):
+    put(gl_dir, entry)
+    result = dns_run(run, dns, "192.0.2.10")  # PTR mail.staticmail.net, its A 192.0.2.10
+    assert result.stdout == b""
+    assert result.stderr.decode() == ("qgrey: action=skip reason=whitelist-client client=192.0.2.10 "
+                                      "sender=alice@example.org recipient=bob@example.net\n")
+    assert dns.asked() == [("10.2.0.192.in-addr.arpa", 12), ("mail.staticmail.net", 1)]
+
+
+def test_a_forged_name_is_not_whitelisted(run, gl_dir, dns):
+    put(gl_dir, b"/^mail\\d*\\.staticmail\\.net$/\n")
+    result = dns_run(run, dns, "192.0.2.11", TCPREMOTEHOST="mail.staticmail.net")
+    assert result.stdout == GREYLISTED
+
+
+def test_a_known_sender_asks_no_question_for_the_names(run, gl_dir, dns, postgrey_list):
+    put(gl_dir, postgrey_list + b"/^mail\\d*\\.staticmail\\.net$/\n")
+    assert dns_run(run, dns, "192.0.2.11").stdout == GREYLISTED  # dynamic PTR: not listed
+    asked = len(dns.asked())
+    assert asked == 2  # its PTR and the name's A
+    line = "qgrey: action=pass reason=delayed client=192.0.2.11 sender=alice@example.org " \
+           "recipient=bob@example.net waited=%d\n"
+    from test_rules_plugin import age
+    age(gl_dir, 400)
+    result = dns_run(run, dns, "192.0.2.11")
+    assert result.stderr.decode() in (line % 400, line % 401)
+    result = dns_run(run, dns, "192.0.2.11")
+    assert result.stderr.decode().startswith("qgrey: action=pass reason=known ")
+    assert len(dns.asked()) == asked  # the retry and the known sender: not one question
+
+
+def test_a_whitelisted_name_is_not_trapped(run, gl_dir, dns):
+    put(gl_dir, b"staticmail.net\n")
+    with open(os.path.join(gl_dir, "greytraps"), "wb") as f:
+        f.write(b"trap@example.net\n")
+    result = dns_run(run, dns, "192.0.2.10", SMTPRCPTTO="trap@example.net")
+    assert result.stderr.decode() == ("qgrey: action=skip reason=whitelist-client client=192.0.2.10 "
+                                      "sender=alice@example.org recipient=trap@example.net\n")
