@@ -220,3 +220,20 @@ def test_a_wave_of_new_triplets_with_spf_is_refused_whole_and_recorded(launcher,
     assert len(triplets(gl_dir)) == WAVE - not_recorded
     # the DNS deadline adds to the lock's: both bound every answer
     assert slowest < RATIO * floor + LOCK_TIMEOUT + 2, (slowest, floor)
+
+
+def test_the_tools_keep_and_expire_the_recorded_pass(run, gl_dir, dns):
+    from test_host_pools import tool
+    check(send(run, dns, PROVIDER_V4[0]), GREYLISTED)
+    dumped = tool("qgrey-admin", "dump", gl_dir=gl_dir)
+    assert dumped.returncode == 0, dumped.stderr
+    assert [line.split("\t")[0] for line in dumped.stdout.splitlines() if line.startswith("spf ")] == [
+        "spf 198.51.100.7>provider.test"]
+    # a dump loads back, the recorded pass with it
+    loaded = tool("qgrey-admin", "load", gl_dir=gl_dir, stdin=dumped.stdout)
+    assert loaded.returncode == 0, loaded.stderr
+    # a day later qgrey-expire removes it (the waiting triplet lives on: GL_RETRY_WINDOW 2d)
+    age(gl_dir, 86400 + 1)
+    expired = tool("qgrey-expire", gl_dir=gl_dir)
+    assert expired.returncode == 0, expired.stderr
+    assert sorted(stored(gl_dir)) == ["spf:provider.test alice@provider.test bob@example.net"]
