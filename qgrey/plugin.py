@@ -119,9 +119,20 @@ def decide_rcpt(request, now, write=True):
             new[5] = passed
         return (action, reason, waited, note), new
 
+    # A pool learned from DNS would hold the greytrap entries too: a trap
+    # hit or a trapped network is then decided by the final keys (an
+    # auto-whitelisted pool is not trapped by one host's greytrap hit).
+    pooling = not settings.ignore_remoteip and (
+        (settings.spf and request.pool is None)
+        or (settings.host_names == "dns" and settings.host_pools))
+    missed = MISSED + TRAPS if pooling else MISSED
+
     def first(entries, now):
         outcome, new = change(entries, now)
-        if learning and (outcome[1] in MISSED or outcome[3] in MISSED_LEARNING):
+        reason = outcome[1]
+        if reason == "learning" and outcome[3]:
+            reason = outcome[3][len(LEARNING_NOTE):]
+        if learning and reason in missed:
             return (MISS, entries[5]), list(entries)  # nothing written: the identity decides
         return outcome, new
 
@@ -198,7 +209,8 @@ def decide_rcpt(request, now, write=True):
 # key known without DNS (as such, or as learning mode notes it).
 MISS = "miss"
 MISSED = ("new", "expired")
-MISSED_LEARNING = ("would greylist: new", "would greylist: expired")
+TRAPS = ("greytrap", "trapped")
+LEARNING_NOTE = "would greylist: "  # policy.decide_request's note in learning mode
 
 
 def decide(environ, now, problems):

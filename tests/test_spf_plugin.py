@@ -9,7 +9,7 @@ import time
 import pytest
 
 from dnsserver import NSD, FakeServer, Recorder
-from test_rules_plugin import GREYLISTED, age, check, delayed, logged, stored
+from test_rules_plugin import GREYLISTED, age, check, delayed, header, logged, stored
 
 ZONES = {
     "provider.test": """
@@ -237,3 +237,28 @@ def test_the_tools_keep_and_expire_the_recorded_pass(run, gl_dir, dns):
     expired = tool("qgrey-expire", gl_dir=gl_dir)
     assert expired.returncode == 0, expired.stderr
     assert sorted(stored(gl_dir)) == ["spf:provider.test alice@provider.test bob@example.net"]
+
+
+def test_greytraps_hold_the_pool_and_spare_an_auto_whitelisted_one(run, gl_dir, dns):
+    from test_rules_plugin import write
+    write(gl_dir, "greytraps", "trap@example.net\n")
+    # the pool earns its auto-whitelist (one counted delivery is enough here)
+    check(send(run, dns, PROVIDER_V4[0], GL_AWL_COUNT="1"), GREYLISTED)
+    age(gl_dir, 400)
+    check(send(run, dns, PROVIDER_V6, GL_AWL_COUNT="1"), delayed(400))
+    # one of its hosts mails a greytrap: refused, but nothing is trapped
+    line = logged(check(send(run, dns, PROVIDER_V4[1], GL_AWL_COUNT="1", SMTPRCPTTO="trap@example.net"),
+                        GREYLISTED), "greylist", "greytrap")
+    assert " pool=spf:provider.test spf=pass " in line
+    assert not [key for key in stored(gl_dir) if key.startswith("trap ")]
+    # and its next message from that host's network passes as the pool's
+    logged(check(send(run, dns, PROVIDER_V4[1], GL_AWL_COUNT="1", SMTPRCPTTO="carol@example.net"),
+                 header("passed (auto-whitelisted client)")), "pass",
+           "auto-whitelist")
+    # a pool without the auto-whitelist is trapped whole, by its pool
+    check(send(run, dns, FORGER, sender="x@catchall.test", SMTPRCPTTO="trap@example.net"),
+          GREYLISTED)
+    check(send(run, dns, PROVIDER_V4[2], sender="eve@customer.test", SMTPRCPTTO="trap@example.net"),
+          GREYLISTED)
+    assert sorted(key for key in stored(gl_dir) if key.startswith("trap ")) == [
+        "trap 192.0.2.0/24", "trap spf:customer.test"]
