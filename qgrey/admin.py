@@ -510,10 +510,12 @@ def cmd_explain(args, settings, environ, out):
     if found is None:  # not needed for the answer: learned here to show it
         lines.append("identity: not needed for this answer; learned by explain alone")
         found = identity_module.Identity()
-        found.name, found.how = request.verified_host, request.verified_how
         if settings.spf:
             found.spf = request.spf
             found.spf_text = found.spf.result if found.spf is not None else None
+    if found.how is None:  # the decision needed no name (GL_GREYLIST=all)
+        found.name, found.how = request.verified_host, request.verified_how
+    if found.suspicious is None:
         found.suspicious, found.why = identity_module.suspicious(request, found)
     lines.append("name: %s, verified by %s" % (found.name, found.how) if found.name else
                  "name: none verified (%s)" % found.how)
@@ -542,6 +544,8 @@ def cmd_explain(args, settings, environ, out):
             spf_line += " term=" + found.spf.term
         if found.spf.domain:
             spf_line += " domain=" + found.spf.domain
+        if found.spf.reason:
+            spf_line += " (%s)" % found.spf.reason
         if found.pool_reason:
             spf_line += " (proves nothing: %s)" % found.pool_reason
         lines.append(printable(spf_line))

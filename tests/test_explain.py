@@ -164,3 +164,20 @@ def test_at_the_data_stage(at):
         "answer: greylist (reason=new): 451 4.7.1 Greylisted, please try again later",
         "stage: GL_STAGE=data: the RCPT is accepted and this answer given at DATA",
         "delay left: 5m00s from this attempt (GL_DELAY; explain records nothing)"]
+
+
+def test_spf_without_a_domain_to_check(at):
+    """GL_SPF=1, the null sender and no HELO: SPF has nothing to check (no
+    DNS question), and the name lines are explain's own."""
+    out = at(0).explain("2001:db8::5", "<>", "bob@example.net", GL_SPF="1",
+                        GL_DNS="127.0.0.1:9", GL_DNS_TIMEOUT="0.3")
+    assert out.splitlines()[3:] == [
+        "  triplet 2001:db8::/64 <> bob@example.net: none",
+        "  client 2001:db8::/64: none",
+        "name: none verified (no name)",
+        "dynamic-name rule: no verified name to judge",
+        "HELO: none given",
+        "SPF: none (null sender without HELO)",
+        "pool: none: keyed by the network 2001:db8::/64",
+        "mode: GL_GREYLIST=all: every new triplet is greylisted; suspicious would find the "
+        "client suspicious (no verified name (no name))"]
