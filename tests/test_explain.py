@@ -172,6 +172,7 @@ def test_spf_without_a_domain_to_check(at):
     out = at(0).explain("2001:db8::5", "<>", "bob@example.net", GL_SPF="1",
                         GL_DNS="127.0.0.1:9", GL_DNS_TIMEOUT="0.3")
     assert out.splitlines()[3:] == [
+        "keys read:",
         "  triplet 2001:db8::/64 <> bob@example.net: none",
         "  client 2001:db8::/64: none",
         "name: none verified (no name)",
