@@ -54,6 +54,7 @@ def host_pool(name, ip_text):
     from qgrey.pools import pool
     return pool(name, ip_text)
 
+
 # A pass through a network wider than this proves nothing (prefix lengths).
 MIN_PREFIX4, MIN_PREFIX6 = 16, 32
 

@@ -4,6 +4,7 @@ forwarding server: a provider's hosts over several networks and both
 families behind an include chain (hosts without names) are one client,
 spf:provider.test; forgers, catch-all and too wide records stay keyed by
 network; known senders send no query; a dead server answers in time."""
+import os
 import time
 
 import pytest
@@ -218,8 +219,11 @@ def test_a_wave_of_new_triplets_with_spf_is_refused_whole_and_recorded(launcher,
     assert (passes, fails) == (WAVE // 2, WAVE - WAVE // 2)
     not_recorded = sum(b"detail=not recorded: " in line for line in lines)
     assert len(triplets(gl_dir)) == WAVE - not_recorded
-    # the DNS deadline adds to the lock's: both bound every answer
-    assert slowest < RATIO * floor + LOCK_TIMEOUT + 2, (slowest, floor)
+    # the DNS deadline adds to the lock's: both bound every answer (but
+    # under .ci/coverage, whose plugins are instrumented and the bare
+    # interpreters not, the ratio to them means nothing)
+    if not os.environ.get("QGREY_COVERAGE"):
+        assert slowest < RATIO * floor + LOCK_TIMEOUT + 2, (slowest, floor)
 
 
 def test_the_tools_keep_and_expire_the_recorded_pass(run, gl_dir, dns):
