@@ -7,6 +7,7 @@ dbm modules, not through qgrey.
 """
 import fcntl
 import os
+import pathlib
 import signal
 import sqlite3
 import subprocess
@@ -301,15 +302,28 @@ def _waits_on_lock(pid):
         return False
 
 
-def test_a_module_out_of_reach_of_gl_dirs_owner_is_111(tmp_path):
-    """Run as root, a tool takes the ids of GL_DIR's owner first; a module
-    it imports later from a directory that user cannot read (a Python
-    under /root, say) fails in one line. qgrey here is a copy in such a
-    directory, started as the console script starts it."""
+@pytest.fixture
+def reachable_tmp():
+    """A directory other users can reach (pytest's tmp_path is under a 0700 one)."""
+    import shutil
+    import tempfile
+    path = tempfile.mkdtemp(prefix="qgrey-tools-")
+    os.chmod(path, 0o755)
+    yield pathlib.Path(path)
+    shutil.rmtree(path)
+
+
+def test_modules_are_loaded_before_taking_gl_dirs_owners_ids(reachable_tmp):
+    """Run as root, a tool takes the ids of GL_DIR's owner first, having
+    loaded what it may import later: qgrey here is a copy in a directory
+    that user cannot read (a Python under /root, say), and explain, which
+    imports the rules, keys and identity modules only when it runs, still
+    answers."""
     from conftest import NOBODY, needs_root
     needs_root()
     import shutil
     import qgrey
+    tmp_path = reachable_tmp
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
     shutil.copytree(os.path.dirname(qgrey.__file__), str(private / "qgrey"),
@@ -326,13 +340,30 @@ def test_a_module_out_of_reach_of_gl_dirs_owner_is_111(tmp_path):
             "qgrey_coverage_hook.start(); " % os.path.dirname(qgrey_coverage_hook.__file__) + code
     # -S: no site-packages, so that qgrey is this copy's (an editable install's
     # finder would take it from the checkout).
-    result = subprocess.run([sys.executable, "-I", "-S", "-c", code, "spf", "192.0.2.1",
-                             "a@example.org"],
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", code, "explain", "192.0.2.1",
+                             "a@example.org", "b@example.net"],
                             env={"GL_DIR": str(gl_dir)}, cwd="/", stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
-    assert (result.returncode, result.stdout, result.stderr) == (
-        111, b"", ("qgrey-admin: fatal: cannot load a module: cannot import name 'dns' from "
-                   "'qgrey' (%s/qgrey/__init__.py)\n" % private).encode())
+    assert (result.returncode, result.stderr) == (0, b""), result
+    lines = result.stdout.decode().splitlines()
+    assert lines[0].startswith("explain: client 192.0.2.1 sender a@example.org recipient "
+                               "b@example.net at "), lines
+    assert lines[1] == "answer: greylist (reason=new): 451 4.7.1 Greylisted, please try again later"
+
+
+def test_a_module_that_cannot_be_loaded_is_one_line_and_111(capsys):
+    """The tools' boundary: an ImportError (a module out of reach) is one
+    fatal line and exit status 111, never a traceback."""
+    from qgrey import tool
+
+    def run(argv, environ, out):
+        raise ImportError("No module named 'gone'")
+    with pytest.raises(SystemExit) as stop:
+        tool.main("qgrey-admin", run)
+    assert stop.value.code == 111
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == (
+        "", "qgrey-admin: fatal: cannot load a module: No module named 'gone'\n")
 
 
 # More of the dbm kinds: what a damaged file, a bad entry or a missing
