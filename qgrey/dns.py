@@ -188,32 +188,11 @@ def parse_response(msg, ident, question, name, qtype):
 
 def parse_server(item):
     """'192.0.2.1', '192.0.2.1:5353', '2001:db8::1', '[2001:db8::1]:5353'
-    -> (family, host, port). IP addresses only: a name would need DNS."""
-    item = item.strip()
-    shown = "".join(c if " " < c <= "~" else "?" for c in item[:80])
-    host, port = item, 53
-    if item.startswith("["):
-        host, sep, rest = item[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError("%s: want [IPv6]:port" % shown)
-        if rest:
-            port = _port(rest[1:])
-    elif item.count(":") == 1:
-        host, _, port = item.partition(":")
-        port = _port(port)
-    for family in (_socket.AF_INET, _socket.AF_INET6):
-        try:
-            _socket.inet_pton(family, host.partition("%")[0] if family == _socket.AF_INET6 else host)
-            return family, host, port
-        except (OSError, ValueError):
-            pass
-    raise ValueError("%s: an IP address, not a host name (it would need DNS)" % shown)
-
-
-def _port(text):
-    if not (text.isdigit() and text.isascii() and 0 < int(text) < 65536):
-        raise ValueError("bad port %s" % "".join(c if " " < c <= "~" else "?" for c in text[:20]))
-    return int(text)
+    -> (family, host, port), family an AF_ number: GL_DNS's parsing
+    (settings.dns_server). IP addresses only: a name would need DNS."""
+    from qgrey.settings import dns_server
+    family, host, port = dns_server(item)
+    return FAMILIES[family], host, port
 
 
 def resolv_conf(path=RESOLV_CONF):
@@ -236,6 +215,9 @@ def resolv_conf(path=RESOLV_CONF):
     return servers or [(_socket.AF_INET, "127.0.0.1", 53)]
 
 
+FAMILIES = {"inet": _socket.AF_INET, "inet6": _socket.AF_INET6}  # as settings names them
+
+
 def _same_host(family, a, b):
     try:
         return _socket.inet_pton(family, a.partition("%")[0]) == _socket.inet_pton(
@@ -250,8 +232,7 @@ class Resolver:
     timeout: seconds for all the work until restart()."""
 
     def __init__(self, servers=None, timeout=2.0):
-        families = {"inet": _socket.AF_INET, "inet6": _socket.AF_INET6}  # settings.dns_servers
-        self.servers = [(families.get(f, f), h, p) for f, h, p in servers] if servers \
+        self.servers = [(FAMILIES.get(f, f), h, p) for f, h, p in servers] if servers \
             else resolv_conf()
         self.timeout = timeout
         self.cache = {}

@@ -134,10 +134,11 @@ def dns_servers(text):
     items = text.split(",")
     if len(items) > 8:
         raise ValueError("more than 8 servers")
-    return tuple(_dns_server(item) for item in items)
+    return tuple(dns_server(item) for item in items)
 
 
-def _dns_server(item):
+def dns_server(item):
+    """One name server of GL_DNS (or of resolv.conf) -> (family, host, port)."""
     item = item.strip()
     shown = sanitise(item[:80])
     host, port = item, 53
@@ -153,7 +154,8 @@ def _dns_server(item):
     if _ipv4(host):
         return "inet", host, port
     from qgrey.keys import parse_ipv6
-    if ":" in host and parse_ipv6(host.encode("ascii", "replace")) is not None:
+    # An IPv6 address may carry its zone (fe80::1%eth0), as resolv.conf allows.
+    if ":" in host and parse_ipv6(host.partition("%")[0].encode("ascii", "replace")) is not None:
         return "inet6", host, port
     raise ValueError("%s: an IP address, not a host name (it would need DNS)" % shown)
 
