@@ -1,0 +1,131 @@
+"""The dbm store through the store interface (qgrey.store.FileStore), on
+each dbm kind this Python has: batch reads over a key list read once,
+entries removed meanwhile, the integrity check's bound, a path the system
+refuses. Values are checked against the dbm module read directly."""
+import importlib
+import os
+import sys
+
+import pytest
+
+from qgrey.record import Entry
+from qgrey.store import StoreError
+from qgrey.store.dbm import DbmStore
+from skips import kind_params
+
+DBM_KINDS = [p for p in kind_params() if p.values[0] != "sqlite"]
+FILES = {"dbm.gnu": "qgrey.gdbm", "dbm.ndbm": "qgrey.ndbm", "dbm.sqlite3": "qgrey.dbm-sqlite3"}
+
+
+def open_store(directory, kind):
+    return DbmStore(directory, 5.0, None, kind)
+
+
+def write_raw(directory, kind, items):
+    """Write raw key/value pairs with the dbm module itself."""
+    module = importlib.import_module(kind)
+    db = module.open(os.path.join(directory, FILES[kind]), "c", 0o600)
+    try:
+        for key, value in items:
+            db[key] = value
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("kind", DBM_KINDS)
+def test_entries_batch_by_batch_in_key_order(gl_dir, kind):
+    store = open_store(gl_dir, kind)
+    try:
+        assert store.put_many([("k%d" % i, Entry(100 + i, 200 + i, i, i + 1))
+                               for i in (4, 0, 3, 1, 2)]) == 5
+        assert list(store.entries(batch=2)) == [
+            ("k0", Entry(100, 200, 0, 1)), ("k1", Entry(101, 201, 1, 2)),
+            ("k2", Entry(102, 202, 2, 3)), ("k3", Entry(103, 203, 3, 4)),
+            ("k4", Entry(104, 204, 4, 5))]
+    finally:
+        store.close()
+    module = importlib.import_module(kind)
+    db = module.open(os.path.join(gl_dir, FILES[kind]), "r")
+    try:
+        assert db[b"k3"] == b"103 203 3 4"
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("kind", DBM_KINDS)
+def test_a_key_removed_between_batches_is_not_returned(gl_dir, kind):
+    write_raw(gl_dir, kind, [(b"a", b"1 2 0 1"), (b"b", b"3 4 0 1"), (b"c", b"5 6 1 2"),
+                             (b"d", b"7 8 0 1")])
+    store = open_store(gl_dir, kind)
+    try:
+        assert store.scan("", 2) == [("a", Entry(1, 2, 0, 1)), ("b", Entry(3, 4, 0, 1))]
+        removed, done = store.remove_if(["c"], lambda key, entry: True)
+        assert (removed, done) == ([("c", Entry(5, 6, 1, 2))], 1)
+        # The key list was read once, at the first batch: c is in it, and skipped.
+        assert store.scan("b", 2) == [("d", Entry(7, 8, 0, 1))]
+    finally:
+        store.close()
+    # A store opened afterwards reads the key list again, without c.
+    store = open_store(gl_dir, kind)
+    try:
+        assert [key for key, _ in store.entries()] == ["a", "b", "d"]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("kind", DBM_KINDS)
+def test_integrity_stops_after_twenty_bad_entries(gl_dir, kind):
+    write_raw(gl_dir, kind, [(b"bad%02d" % i, b"garbage") for i in range(25)]
+              + [(b"good", b"1 2 0 1")])
+    store = open_store(gl_dir, kind)
+    try:
+        problems = store.maintain(lambda s: s._integrity(), exclusive=False)
+    finally:
+        store.close()
+    assert len(problems) == 21
+    assert problems[20] == "(stopped after 20 bad entries)"
+    bad = ["bad entry b'bad%02d': b'garbage'" % i for i in range(25)]
+    assert all(line in bad for line in problems[:20]), problems
+    assert len(set(problems[:20])) == 20
+
+
+@pytest.mark.parametrize("kind", DBM_KINDS)
+def test_integrity_names_each_bad_entry(gl_dir, kind):
+    write_raw(gl_dir, kind, [(b"x", b"1 2 3"), (b"\xff", b"1 2 0 1"), (b"ok", b"1 2 0 1")])
+    store = open_store(gl_dir, kind)
+    try:
+        problems = store.maintain(lambda s: s._integrity(), exclusive=False)
+    finally:
+        store.close()
+    assert sorted(problems) == ["bad entry b'\\xff': b'1 2 0 1'", "bad entry b'x': b'1 2 3'"]
+
+
+@pytest.mark.parametrize("kind", DBM_KINDS)
+def test_a_database_path_the_system_refuses_is_an_io_error(tmp_path, kind):
+    # GL_DIR itself is usable, but its path is so long that the database's
+    # name with a suffix (".db", ".pag") passes PATH_MAX: lstat fails with
+    # ENAMETOOLONG, not ENOENT.
+    directory = str(tmp_path)
+    while len(directory) < 4083 - 201:
+        directory += "/" + "d" * 200
+    directory += "/" + "e" * (4083 - len(directory) - 1)
+    assert len(directory) == 4083
+    os.makedirs(directory, mode=0o700)
+    store = open_store(directory, kind)
+    try:
+        with pytest.raises(StoreError) as caught:
+            store.lookup("k")
+    finally:
+        store.close()
+    assert caught.value.reason == "io"
+    path = directory + "/" + FILES[kind]
+    assert caught.value.detail == path + ".db: File name too long"
+
+
+def test_a_kind_this_python_lacks_is_refused(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dbm.ndbm", None)  # import dbm.ndbm: ImportError
+    with pytest.raises(StoreError) as caught:
+        DbmStore("/nonexistent", 1.0, None, "dbm.ndbm")
+    assert caught.value.reason == "database"
+    assert str(caught.value) == ("GL_STORE=dbm.ndbm: this Python has not dbm.ndbm (dbm.dumb is "
+                                 "not safe enough); use GL_STORE=sqlite")
