@@ -42,12 +42,15 @@ def start():
 
 
 def wrap_launcher(path):
-    """Make the launcher at path start coverage before it imports qgrey."""
+    """Make the launcher at path ([rcpt] or [data]) start coverage before it
+    imports qgrey. The [data] launcher's Python code is a single-quoted
+    shell word: the lines added hold no single quote."""
     with open(path) as f:
         text = f.read()
     marker = "import sys\n"
     assert marker in text, "no 'import sys' line in the launcher %s" % path
-    text = text.replace(marker, marker + "sys.path.insert(0, %r)\nimport qgrey_coverage_hook\n"
+    assert not any(c in HERE for c in "'\"\\$`\n"), HERE
+    text = text.replace(marker, marker + 'sys.path.insert(0, "%s")\nimport qgrey_coverage_hook\n'
                         "qgrey_coverage_hook.start()\n" % HERE, 1)
     with open(path, "w") as f:
         f.write(text)

@@ -268,6 +268,9 @@ def write_data_launcher(path, python=None):
         assert text.count("exec %s -IS -c " % sys.executable) == 1, text
         with open(path, "w") as f:
             f.write(text.replace("exec %s " % sys.executable, "exec %s " % python))
+    if os.environ.get("QGREY_COVERAGE"):  # .ci/coverage: measure the [data] runs too
+        import qgrey_coverage_hook
+        qgrey_coverage_hook.wrap_launcher(path)
     return path
 
 
