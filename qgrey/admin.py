@@ -46,7 +46,7 @@ def ago(seconds):
     return "in " + text if future else text + " ago"
 
 
-KEY_SPACES = (keys.CLIENT, keys.TRAP, keys.REPLY, keys.SPF)
+KEY_SPACES = (keys.CLIENT, keys.TRAP, keys.REPLY, keys.SPF, keys.NAME)
 
 
 def is_triplet(key):

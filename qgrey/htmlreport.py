@@ -351,12 +351,11 @@ def modes(report, out):
     counts = report.mode_counts()
     if not counts:
         return
-    out.write("<section>\n<h2>Greylisting modes</h2>\n<p>Decisions by the mode they were "
-              "taken under (GL_GREYLIST): a line with <code>trial=</code> under trial, "
-              "<code>reason=trusted</code> under suspicious, any other under the report's "
-              "own setting, <span id=\"modes-default\">%s</span>. The delay is that of new "
-              "mail accepted: at once when trusted, after the wait when delayed.</p>\n"
-              % escape(report.mode))
+    out.write("<section>\n<h2>Greylisting modes</h2>\n<p>Passes and greylistings by the "
+              "mode they were taken under (GL_GREYLIST), as each line says: "
+              "<code>mode=suspicious</code>, <code>mode=trial</code>; a line without "
+              "<code>mode=</code> under all. The delay is that of new mail accepted: at once "
+              "when trusted, after the wait when delayed.</p>\n")
     out.write('<table id="modes">\n<tr><th>mode</th><th class="n">decisions</th>'
               '<th class="n">trusted</th><th class="n">greylisted</th>'
               '<th class="n">passed after a delay</th><th class="n">median delay</th>'

@@ -186,12 +186,18 @@ def triplet(remote_ip, sender, recipient, settings, hashed=None, pool=None):
 #                                   that pools it (GL_SPF=1): its next new
 #                                   triplets are keyed spf:example.com without
 #                                   asking DNS again (policy.SPF_CACHE)
-TRIPLET, BOUNCE, CLIENT, TRAP, REPLY, SPF = "triplet", "bounce", "client", "trap", "reply", "spf"
+#   name 192.0.2.10>mail.example.com  the client (its exact address) has this host
+#                                   name, forward-confirmed by qgrey
+#                                   (GL_HOST_NAMES=dns): read again without DNS
+#                                   when TCPREMOTEHOST or the HELO name gives
+#                                   it (policy.NAME_CACHE)
+TRIPLET, BOUNCE, CLIENT, TRAP, REPLY, SPF, NAME = (
+    "triplet", "bounce", "client", "trap", "reply", "spf", "name")
 
 
 def kind(key):
     """The kind of a key: triplet, bounce (a triplet with the null sender),
-    client, trap, reply or spf."""
+    client, trap, reply, spf or name."""
     fields = key.split(" ")
     if len(fields) == 3:
         return BOUNCE if fields[1] == NULL_SENDER else TRIPLET
@@ -242,6 +248,13 @@ def spf_key(unit, domain, hashed=None):
     """The SPF cache entry of a client unit (awl_client) and a domain."""
     value = unit + ">" + escape(domain.encode("ascii", "replace"))
     return SPF + " " + (value if hashed is None else hashed(value))
+
+
+def name_key(remote_ip, name, hashed=None):
+    """The entry of a host name verified for the client's exact address
+    (TCPREMOTEIP bytes; name: str, as keys.host_name gives it)."""
+    value = _client(remote_ip, None, None) + ">" + escape(name.encode("ascii", "replace"))
+    return NAME + " " + (value if hashed is None else hashed(value))
 
 
 def wanted(request, greytrap):

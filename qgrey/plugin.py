@@ -109,14 +109,30 @@ def decide_rcpt(request, now, write=True):
         if domain:  # a pooling pass of this client for this domain, recorded
             cache = keys.spf_key(keys.awl_client(request.client_ip, settings), domain,
                                  request.hashed)
+    # GL_HOST_NAMES=dns: a name qgrey confirmed for this address within a
+    # day is recorded (name ADDRESS>HOST). It is read with the network key
+    # under the names the request gives without DNS, TCPREMOTEHOST and the
+    # HELO name: one of them recorded is the verified name, with no query.
+    names = []
+    if learning and settings.host_names == "dns" and not settings.ignore_remoteip and (
+            settings.greylist != "all" or settings.host_pools or deferred is not None):
+        for raw in (request.client_host, request.helo):
+            name = keys.host_name(raw)
+            if name is not None and name not in names:
+                names.append(name)
+    name_keys = [keys.name_key(request.client_ip, name, request.hashed) for name in names]
     consulted = []
+    read_first = []  # the entries phase 1 read
 
-    def change(entries, now, trusted=False, passed=None):
+    def change(entries, now, trusted=False, records=()):
+        """records: (index, kind, entry) of a cache entry to write (an SPF
+        pass, a verified name) unless one of that kind is still there."""
         action, reason, new, waited, note = policy.decide_request(
             entries[:5], now, settings, kind, greytrap, trusted)
-        new.append(entries[5])
-        if passed is not None and (entries[5] is None or policy.expired(entries[5], now, settings, keys.SPF)):
-            new[5] = passed
+        new += entries[5:]
+        for index, record_kind, entry in records:
+            if entries[index] is None or policy.expired(entries[index], now, settings, record_kind):
+                new[index] = entry
         return (action, reason, waited, note), new
 
     # A pool learned from DNS would hold the greytrap entries too: a trap
@@ -128,6 +144,7 @@ def decide_rcpt(request, now, write=True):
     missed = MISSED + TRAPS if pooling else MISSED
 
     def first(entries, now):
+        read_first[:] = entries
         outcome, new = change(entries, now)
         reason = outcome[1]
         if reason == "learning" and outcome[3]:
@@ -160,7 +177,12 @@ def decide_rcpt(request, now, write=True):
 
     evidence = spf_result = None
     try:
-        outcome = run(wanted + [cache], first)
+        outcome = run(wanted + [cache] + name_keys, first)
+        for name, entry in zip(names, read_first[6:]):
+            if entry is not None and not policy.expired(entry, now, settings, keys.NAME):
+                request.__dict__["verified_host"] = name  # recorded: no query
+                request.verified_how = RECORDED
+                break
         if deferred is not None and outcome[0] in (MISS, policy.GREYLIST):
             from qgrey.lists import client_listed
             if client_listed(deferred, None, request.verified_host):
@@ -177,9 +199,15 @@ def decide_rcpt(request, now, write=True):
             request.pool = evidence.pool if not settings.ignore_remoteip else None
             final, kind = keys.wanted(request, greytrap)
             trusted = settings.greylist == "suspicious" and evidence.suspicious is False
-            passed = policy.Entry(now, now, now, 1) if evidence.spf_pooled else None
-            outcome = run(final + [cache if evidence.spf_pooled else None],
-                          lambda entries, now: change(entries, now, trusted, passed))
+            records = []
+            if evidence.spf_pooled:
+                records.append((5, keys.SPF, policy.Entry(now, now, now, 1)))
+            named = None
+            if request.__dict__.get("verified_how") == "dns" and request.verified_host:
+                named = keys.name_key(request.client_ip, request.verified_host, request.hashed)
+                records.append((6, keys.NAME, policy.Entry(now, now, now, 1)))
+            outcome = run(final + [cache if evidence.spf_pooled else None, named],
+                          lambda entries, now: change(entries, now, trusted, records))
             spf_result = evidence.spf_text
         action, reason, waited, note = outcome
     except StoreError as err:
@@ -209,6 +237,7 @@ def decide_rcpt(request, now, write=True):
 # key known without DNS (as such, or as learning mode notes it).
 MISS = "miss"
 MISSED = ("new", "expired")
+RECORDED = "dns (recorded)"  # how a name recorded within a day was verified
 TRAPS = ("greytrap", "trapped")
 LEARNING_NOTE = "would greylist: "  # policy.decide_request's note in learning mode
 

@@ -14,9 +14,10 @@ The other kinds of key (see keys.py) reuse the same four fields:
   trap    first/last greytrap hit, passed = 0, tries = hits
   reply   first/last outbound message seen, passed = first, tries = messages counted
   spf     first = last = passed = when the client passed SPF in a way that pools it, tries = 1
+  name    first = last = passed = when qgrey forward-confirmed the client's host name, tries = 1
 decide_request() is the whole decision for one RCPT over all of them.
 """
-from qgrey.keys import BOUNCE, CLIENT, REPLY, SPF, TRAP, TRIPLET
+from qgrey.keys import BOUNCE, CLIENT, NAME, REPLY, SPF, TRAP, TRIPLET
 from qgrey.record import Entry  # noqa: F401  (the rules' record; policy.Entry for callers)
 
 GREYLIST = "greylist"  # 451 now, come back later
@@ -31,6 +32,9 @@ RENEW_AFTER = 3600
 # GL_SPF=1: a client that passed SPF for a domain in a way that pools it is
 # keyed by that domain's pool without a new evaluation for this long.
 SPF_CACHE = 86400
+# GL_HOST_NAMES=dns: a host name qgrey confirmed for a client's address is
+# taken as verified without asking DNS again for this long.
+NAME_CACHE = 86400
 
 
 def waiting_over(entry, now, settings):
@@ -55,6 +59,8 @@ def expired(entry, now, settings, kind=TRIPLET):
         return now - entry.last >= getattr(settings, "trap_time", 0)
     if kind == SPF:
         return not 0 <= now - entry.first < SPF_CACHE
+    if kind == NAME:
+        return not 0 <= now - entry.first < NAME_CACHE
     return now - entry.last > settings.lifetime  # client, reply
 
 
@@ -65,6 +71,8 @@ def expires_at(entry, settings, kind=TRIPLET):
         return entry.last + settings.trap_time
     if kind == SPF:
         return entry.first + SPF_CACHE
+    if kind == NAME:
+        return entry.first + NAME_CACHE
     if kind in (CLIENT, REPLY):
         return entry.last + settings.lifetime + 1
     if not entry.passed:

@@ -103,6 +103,10 @@ def log_line(decision, request):
         fields.append("name=" + decision.name)
     if decision.helo:
         fields.append("helo=" + decision.helo)
+    if decision.action in ("pass", "greylist") and "settings" in request.__dict__:
+        mode = request.settings.greylist
+        if mode != "all":  # the mode it was decided under (qgrey-report counts by it)
+            fields.append("mode=" + mode)
     if decision.trial:  # GL_GREYLIST=trial: trusted or suspicious
         fields.append("trial=" + decision.trial)
     fields += [

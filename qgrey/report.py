@@ -16,13 +16,13 @@ host pool, stands in for the network).
 --html PAGE also writes the report as one HTML page (qgrey.htmlreport),
 from the same counters plus decisions per hour.
 
-With GL_GREYLIST=suspicious or trial (in the log or in the settings), the
-report counts per mode the decisions, the clients trusted at once, those
-greylisted, those passed after a delay, and the delay new mail accepted
-saw (median and longest, a trusted client's as 0); under trial, how many
-greylisted clients suspicious would have trusted. A line counts under
-trial when it says trial=, under suspicious for reason=trusted, and under
-the report's own GL_GREYLIST otherwise (qgrey.tally).
+Where the log has decisions of GL_GREYLIST=suspicious or trial, the
+report counts per mode the passes and greylistings, the clients trusted at
+once, those greylisted, those passed after a delay, and the delay new mail
+accepted saw (median and longest, a trusted client's as 0); under trial,
+how many greylisted clients suspicious would have trusted. Each line says
+its mode (mode=suspicious, mode=trial; none: all): the counts are exact
+(qgrey.tally).
 
 The counting is qgrey.tally's (a Report); this module writes it as text
 and runs the command.
@@ -81,8 +81,7 @@ def write(report, out, list_pending=False):
             out.write("  %-14s %9d\n" % (visible(reason), count))
     modes = report.mode_counts()
     if modes:
-        out.write("\nby mode (GL_GREYLIST; lines without trial= or reason=trusted: %s)\n"
-                  % report.mode)
+        out.write("\nby mode (GL_GREYLIST, as each line says: mode=; none: all)\n")
         out.write("  %-10s %9s %8s %10s %8s %8s %8s\n" % (
             "mode", "decisions", "trusted", "greylisted", "delayed", "median", "longest"))
         for mode, seen in modes:

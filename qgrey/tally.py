@@ -13,12 +13,13 @@ GL_GREYLIST (Mode). The state kept is the counters plus, per greylisted
 triplet that has not passed yet, one small entry, and per mode one count
 per distinct delay (seconds).
 
-The mode of a decision: trial for a line with trial= (GL_GREYLIST=trial
-logs it on every greylisting), suspicious for reason=trusted (only
-suspicious trusts); any other line carries no mark and counts under the
-mode of the report's own settings (GL_GREYLIST from the environment or
-GL_DIR/config, as the plugin reads it): run qgrey-report with the
-GL_GREYLIST a log was written under.
+The mode of a decision, exactly as the plugin logged it: a pass or a
+greylisting decided under GL_GREYLIST=suspicious or trial carries mode=
+(mode=suspicious, mode=trial); one without it was decided under all.
+Lines of other actions (skip, error, the DATA stage's message) are not
+counted per mode. A line written before the plugin logged mode= is placed
+by what it says: trial= only under trial, reason=trusted only under
+suspicious.
 
 Both outputs render a Report and compute nothing of their own: the text of
 qgrey-report (qgrey.report) and the HTML page (qgrey.htmlreport); visible()
@@ -153,8 +154,8 @@ MODES = ("all", "trial", "suspicious")
 
 
 class Mode:
-    """The decisions of one GL_GREYLIST mode: decisions, trusted (passed at
-    once, reason=trusted), greylisted, delayed (passed after a delay); the
+    """The decisions of one GL_GREYLIST mode: decisions (passes and
+    greylistings), trusted (passed at once, reason=trusted), greylisted, delayed (passed after a delay); the
     delays of new mail accepted ({seconds: count}: 0 for each trusted, the
     wait of each delayed pass); would_trust, would_greylist: greylistings
     logged trial=trusted and trial=suspicious."""
@@ -201,8 +202,7 @@ class Report:
         self.unstamped = 0       # decisions without a TAI64N stamp
         self.width = HOUR        # seconds per time bucket
         self.buckets = {}        # stamp // width -> {(action, reason): count}
-        self.modes = {}          # GL_GREYLIST mode -> Mode
-        self.mode = getattr(settings, "greylist", "all")  # of lines without a mark
+        self.modes = {}          # GL_GREYLIST mode -> Mode (passes and greylistings)
 
     def key(self, fields):
         sender = fields.get("sender", "<>")
@@ -275,8 +275,13 @@ class Report:
                         break
 
     def _count_mode(self, action, reason, fields):
+        if action not in ("pass", "greylist"):
+            return
         trial = fields.get("trial")
-        mode = "trial" if trial else "suspicious" if reason == "trusted" else self.mode
+        mode = fields.get("mode") or ("trial" if trial else "suspicious" if reason == "trusted"
+                                      else "all")
+        if mode not in MODES:  # not as the plugin writes it
+            return
         seen = self.modes.get(mode)
         if seen is None:
             seen = self.modes[mode] = Mode()
