@@ -164,3 +164,19 @@ def test_the_reply_after_an_internal_error_when_the_state_cannot_be_read():
         def state(self):
             raise RuntimeError("no state")
     assert after_internal_error(Broken()) == UNSET
+
+
+def test_a_mark_path_the_system_refuses_still_refuses(data_launcher, tmp_path):
+    # GL_DIR (and GL_DIR/config) within PATH_MAX, GL_DIR/data-stage past it:
+    # lstat fails with ENAMETOOLONG; the [data] run decides all the same.
+    directory, length = str(tmp_path), 4086
+    while len(directory) < length - 201:
+        directory += "/" + "d" * 200
+    directory += "/" + "e" * (length - len(directory) - 1)
+    os.makedirs(directory, mode=0o700)
+    assert len(directory + "/config") < 4096 <= len(directory + "/data-stage") + 1
+    result = at_data(data_launcher, directory, "1,1,1,0,-,new,mail")
+    assert result.stdout == GREYLISTED
+    assert result.stderr == (b"qgrey: action=message reason=greylisted " + WHO
+                             + b" detail=at DATA: 1 recipient recorded, 1 greylisted (new)\n")
+    assert os.listdir(directory) == []
