@@ -263,3 +263,95 @@ def test_a_link_it_would_replace_that_it_did_not_write(base):
         "--bin %s: %s/qgrey-admin exists and was not written by qgrey.install: remove it or "
         "choose another --bin" % (links, links))
     assert listing(base) == ["links", "links/qgrey-admin"]
+
+
+def test_an_interpreter_in_a_directory_others_cannot_search(base):
+    os.mkdir(base + "/private", 0o750)
+    os.symlink("/usr/bin/python3", base + "/private/python3")
+    assert install("--python", base + "/private/python3") == refused(
+        "--python %s/private/python3: %s/private is not reachable by other users (mode 0750): the "
+        "qmail user could not run it; choose one it can run, such as /usr/bin/python3" % (base, base))
+
+
+def test_a_link_whose_target_climbs_with_dot_dot(base):
+    os.symlink("/usr/bin/../bin/python3", base + "/python3")
+    assert install("--python", base + "/python3", "--prefix", BAD_PREFIX) == tab_prefix_refused()
+
+
+def test_a_prefix_with_content_but_neither_manifest_nor_venv(base):
+    prefix = prefix_with(base)
+    os.mkdir(prefix + "/bin", 0o755)
+    assert install("--prefix", prefix, "--bin", base + "/links") == refused(
+        "--prefix %s: %s/bin was not written by qgrey.install (not listed in %s/.qgrey-install): "
+        "remove it or choose another --prefix" % (prefix, prefix, prefix))
+
+
+def test_an_install_before_the_manifest_with_something_else_deeper(base):
+    prefix = prefix_with(base)
+    os.makedirs(prefix + "/lib/python3.9/site-packages/qgrey", 0o755)
+    os.makedirs(prefix + "/share/man/man8", 0o755)
+    with open(prefix + "/pyvenv.cfg", "w") as f:
+        f.write("home = /usr/bin\n")
+    open(prefix + "/share/man/man8/other.8", "w").close()
+    assert install("--prefix", prefix, "--bin", base + "/links") == refused(
+        "--prefix %s: %s/share/man/man8/other.8 was not written by qgrey.install (not listed in "
+        "%s/.qgrey-install): remove it or choose another --prefix" % (prefix, prefix, prefix))
+
+
+COMMANDS = ["qgrey", "qgrey-data", "qgrey-admin", "qgrey-expire", "qgrey-report"]
+
+
+def manifest_entries(prefix):
+    with open(prefix + "/.qgrey-install") as f:
+        return [line for line in f.read().splitlines() if not line.startswith("#")]
+
+
+def test_install_then_upgrade_removes_what_it_no_longer_writes(base):
+    import qgrey
+    from conftest import SPP_ENV, spp
+    pages = sorted(p for p in os.listdir(os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(qgrey.__file__))), "man")) if p.endswith(".8")) \
+        if os.path.isdir(os.path.join(os.path.dirname(os.path.dirname(
+            os.path.abspath(qgrey.__file__))), "man")) else []
+    prefix, links = base + "/opt/qgrey", base + "/bin"
+    done = install("--prefix", prefix, "--bin", links, "--python", "/usr/bin/python3")
+    summary = ("installed in {p}/bin: qgrey qgrey-data qgrey-admin qgrey-expire qgrey-report\n"
+               "control/smtpplugins: [rcpt] {p}/bin/qgrey  (with GL_STAGE=data also: [mail] "
+               ":echo SQGREY_DATA=  [data] {p}/bin/qgrey-data)\n").format(p=prefix).encode()
+    assert done == (0, summary, b"")
+    assert sorted(os.listdir(links)) == sorted(COMMANDS)
+    assert all(os.readlink(links + "/" + name) == prefix + "/bin/" + name for name in COMMANDS)
+    assert sorted(os.listdir(prefix + "/bin")) == sorted(["python", "python3"] + COMMANDS)
+    if pages:
+        assert sorted(os.listdir(base + "/share/man/man8")) == pages
+    first = manifest_entries(prefix)
+    assert first[:4] == ["d\tbin", "f\tpyvenv.cfg", "l\tbin/python3\t/usr/bin/python3",
+                         "l\tbin/python\t/usr/bin/python3"]
+    # The installed plugin decides, run as the qmail user would.
+    gl_dir = base + "/state"
+    os.mkdir(gl_dir, 0o700)
+    os.chown(gl_dir, NOBODY, NOBODY)
+    result = spp(prefix + "/bin/qgrey", dict(SPP_ENV, GL_DIR=gl_dir), user=NOBODY)
+    assert (result.returncode, result.stdout) == (
+        0, b"E451 4.7.1 Greylisted, please try again later\n")
+
+    # What an earlier install wrote and this one does not: a file, a
+    # directory, a link outside the prefix still as it was written (removed),
+    # and one changed since (left, with a warning).
+    os.mkdir(prefix + "/old", 0o755)
+    with open(prefix + "/old/tool", "w") as f:
+        f.write("x")
+    os.symlink(prefix + "/bin/qgrey-old", links + "/qgrey-old")
+    os.symlink("/usr/bin/true", links + "/qgrey-older")
+    os.mkdir(prefix + "/bin/.qgrey.0123456789abcdef.tmp")  # an interrupted install's
+    with open(prefix + "/.qgrey-install", "a") as f:
+        f.write("d\told\nf\told/tool\nL\t%s/qgrey-old\t%s/bin/qgrey-old\n"
+                "L\t%s/qgrey-older\t%s/bin/qgrey-older\n" % (links, prefix, links, prefix))
+    done = install("--prefix", prefix, "--bin", links, "--python", "/usr/bin/python3")
+    assert done == (0, summary, ("qgrey.install: warning: %s/qgrey-older, written by an earlier "
+                                 "install, left alone\n" % links).encode())
+    assert not os.path.lexists(prefix + "/old")
+    assert not os.path.lexists(links + "/qgrey-old")
+    assert os.readlink(links + "/qgrey-older") == "/usr/bin/true"
+    assert not os.path.lexists(prefix + "/bin/.qgrey.0123456789abcdef.tmp")
+    assert manifest_entries(prefix) == first
