@@ -344,14 +344,38 @@ def test_install_then_upgrade_removes_what_it_no_longer_writes(base):
     os.symlink(prefix + "/bin/qgrey-old", links + "/qgrey-old")
     os.symlink("/usr/bin/true", links + "/qgrey-older")
     os.mkdir(prefix + "/bin/.qgrey.0123456789abcdef.tmp")  # an interrupted install's
+    # And a link already gone (nothing to say), and one in a directory that
+    # others may write now (left, with a warning: it could be anyone's).
+    os.mkdir(base + "/open")
+    os.chmod(base + "/open", 0o777)
+    os.symlink(prefix + "/bin/qgrey-x", base + "/open/qgrey-x")
     with open(prefix + "/.qgrey-install", "a") as f:
         f.write("d\told\nf\told/tool\nL\t%s/qgrey-old\t%s/bin/qgrey-old\n"
                 "L\t%s/qgrey-older\t%s/bin/qgrey-older\n" % (links, prefix, links, prefix))
+        f.write("L\t%s/gone\t%s/bin/gone\nL\t%s/open/qgrey-x\t%s/bin/qgrey-x\n"
+                % (links, prefix, base, prefix))
     done = install("--prefix", prefix, "--bin", links, "--python", "/usr/bin/python3")
-    assert done == (0, summary, ("qgrey.install: warning: %s/qgrey-older, written by an earlier "
-                                 "install, left alone\n" % links).encode())
+    warned = sorted(done[2].decode().splitlines())
+    assert done[:2] == (0, summary)
+    assert warned == sorted([
+        "qgrey.install: warning: %s/open/qgrey-x, written by an earlier install, left alone" % base,
+        "qgrey.install: warning: %s/qgrey-older, written by an earlier install, left alone" % links])
+    assert os.readlink(base + "/open/qgrey-x") == prefix + "/bin/qgrey-x"
     assert not os.path.lexists(prefix + "/old")
     assert not os.path.lexists(links + "/qgrey-old")
     assert os.readlink(links + "/qgrey-older") == "/usr/bin/true"
     assert not os.path.lexists(prefix + "/bin/.qgrey.0123456789abcdef.tmp")
     assert manifest_entries(prefix) == first
+
+
+def test_a_prefix_it_cannot_write(base):
+    from conftest import read_only
+    os.mkdir(base + "/ro", 0o700)
+    prefix = base + "/ro/qgrey"
+    with read_only(base + "/ro"):
+        done = install("--prefix", prefix, "--bin", base + "/links", "--python", "/usr/bin/python3")
+    assert done == (111, b"", (
+        "qgrey.install: warning: %s/ro is not reachable by other users (mode 0700): the qmail "
+        "user cannot run what is installed in %s\n"
+        "qgrey.install: fatal: Permission denied: %s/ro\n" % (base, prefix, base)).encode())
+    assert listing(base) == ["ro"]
