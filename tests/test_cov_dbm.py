@@ -129,3 +129,57 @@ def test_a_kind_this_python_lacks_is_refused(monkeypatch):
     assert caught.value.reason == "database"
     assert str(caught.value) == ("GL_STORE=dbm.ndbm: this Python has not dbm.ndbm (dbm.dumb is "
                                  "not safe enough); use GL_STORE=sqlite")
+
+
+@pytest.mark.parametrize("kind", DBM_KINDS)
+def test_a_lookup_before_the_first_write_creates_nothing(gl_dir, kind):
+    store = open_store(gl_dir, kind)
+    try:
+        assert store.lookup_many(["a", None, "b"]) == [None, None, None]
+        assert store.scan("", 10) == []
+    finally:
+        store.close()
+    assert sorted(os.listdir(gl_dir)) == ["lock"]
+
+
+@pytest.mark.parametrize("kind", DBM_KINDS)
+def test_a_database_path_that_is_no_regular_file(gl_dir, kind):
+    path = os.path.join(gl_dir, FILES[kind])
+    os.mkfifo(path)
+    store = open_store(gl_dir, kind)
+    try:
+        with pytest.raises(StoreError) as caught:
+            store.lookup("k")
+    finally:
+        store.close()
+    assert (caught.value.reason, caught.value.detail) == ("database", path + " is not a regular file")
+
+
+@pytest.mark.parametrize("kind", [p for p in DBM_KINDS if p.values[0] == "dbm.gnu"])
+def test_a_damaged_gdbm_file_is_a_database_error(gl_dir, kind):
+    path = os.path.join(gl_dir, FILES[kind])
+    with open(path, "wb") as f:
+        f.write(b"garbage" * 100)
+    store = open_store(gl_dir, kind)
+    try:
+        with pytest.raises(StoreError) as caught:
+            store.lookup("k")
+    finally:
+        store.close()
+    assert (caught.value.reason, caught.value.detail) == ("database", path + ": Bad magic number")
+
+
+@pytest.mark.parametrize("kind", DBM_KINDS)
+def test_space_and_compaction(gl_dir, kind):
+    store = open_store(gl_dir, kind)
+    try:
+        store.put_many([("k%d" % i, Entry(i, i, 0, 1)) for i in range(50)])
+        size, free = store.maintain(lambda s: s._space())
+        # Reorganising is dbm.gnu's alone.
+        compacted = store.maintain(lambda s: s._compact())
+    finally:
+        store.close()
+    on_disk = sum(os.stat(os.path.join(gl_dir, name)).st_size for name in os.listdir(gl_dir)
+                  if name.startswith(FILES[kind]))
+    assert (size, free) == (on_disk, None)
+    assert compacted is (kind == "dbm.gnu")

@@ -89,3 +89,35 @@ def test_launcher_cannot_write(data, tmp_path):
     assert result.stderr == ("qgrey.launcher: fatal: cannot write %s: No such file or directory\n"
                              % target).encode()
     assert os.listdir(str(tmp_path)) == []
+
+
+def test_a_link_to_a_device_is_refused_unopened(tmp_path):
+    link = str(tmp_path / "link")
+    os.symlink("/dev/null", link)
+    with pytest.raises(files.Refused) as caught:
+        files.read_regular(link, 10, follow=True)
+    assert (caught.value.errno, caught.value.strerror, caught.value.filename) == (
+        22, "not a regular file", link)
+    with pytest.raises(OSError) as caught:  # not followed: the link itself (ELOOP)
+        files.read_regular(link, 10)
+    assert caught.value.errno == 40
+
+
+def test_a_file_larger_than_the_limit_is_refused_by_its_size(tmp_path):
+    path = str(tmp_path / "f")
+    with open(path, "wb") as f:
+        f.write(b"x" * 11)
+    assert files.read_regular(path, 11) == b"x" * 11
+    with pytest.raises(files.Refused) as caught:
+        files.read_regular(path, 10)
+    assert (caught.value.errno, caught.value.strerror, caught.value.filename) == (
+        27, "larger than 10 bytes", path)
+
+
+def test_replace_sets_the_owner(tmp_path):
+    from conftest import NOBODY, needs_root
+    needs_root()
+    path = str(tmp_path / "f")
+    files.replace(path, b"x", 0o644, owner=(NOBODY, NOBODY))
+    st = os.lstat(path)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (NOBODY, NOBODY, 0o644)
