@@ -138,3 +138,17 @@ def test_a_write_loads_sqlite_without_functools(gl_dir):
         assert db.execute("SELECT * FROM entries").fetchall() == [("k", 1, 2, 0, 1)]
     finally:
         db.close()
+
+
+def test_a_database_sqlite_cannot_create_is_an_io_error(gl_dir):
+    # The lock files are there already; GL_DIR takes no new file (chattr +i
+    # as root): SQLite cannot create the database.
+    from conftest import read_only
+    for name in ("lock", "lock.queue"):
+        open(os.path.join(gl_dir, name), "w").close()
+    with read_only(gl_dir):
+        with pytest.raises(StoreError) as caught:
+            with_store(gl_dir, lambda s: s.put_many([("k", Entry(1, 2, 0, 1))]))
+    assert (caught.value.reason, caught.value.detail) == (
+        "io", os.path.join(gl_dir, "qgrey.sqlite") + ": unable to open database file")
+    assert sorted(os.listdir(gl_dir)) == ["lock", "lock.queue"]
