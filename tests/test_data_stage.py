@@ -680,6 +680,9 @@ def broken(tmp_path_factory):
         path = top / ("qgrey-" + stage)
         path.write_text(launcher.launcher_text(stage=stage, package_parent=str(top)))
         path.chmod(0o755)
+        if os.environ.get("QGREY_COVERAGE"):  # .ci/coverage: the error path is measured too
+            import qgrey_coverage_hook
+            qgrey_coverage_hook.wrap_launcher(str(path))
         paths[stage] = str(path)
     return paths
 
