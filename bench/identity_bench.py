@@ -31,6 +31,10 @@ Cases:
 It reports the ratios and queries, and exits 1 when "known spf" sends a
 query or its ratio exceeds known's by more than 0.05 (figures: docs/spf.md
 and docs/selective.md).
+
+bench/run measures its own DNS cases with run_cases() (RUN_CASES: with its
+installed launcher, the queries per decision checked exactly, budgets in
+bench/run's DNS_BUDGETS); tests/dnsserver.py is used without pytest.
 """
 import argparse
 import os
@@ -43,7 +47,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
-from dnsserver import NSD, Recorder  # noqa: E402
+from dnsserver import NSD, NSD_BIN, Recorder  # noqa: E402  (needs no pytest)
 
 PYTHON = sys.executable
 FLOOR = [PYTHON, "-I", "-S", "-c", "pass"]
@@ -108,6 +112,76 @@ def evaluator(nsd, count=300):
     done = subprocess.run(["/usr/bin/python3", "-c", PYSPF, str(nsd.port), str(count)],
                           capture_output=True, text=True)
     return ours, float(done.stdout) if done.returncode == 0 else None
+
+
+# The cases bench/run measures and budgets (BUDGETS_DNS there), each with
+# the start of the log line it must write and the DNS questions it must
+# ask per decision: (name, settings, what varies per run, log, queries).
+SELECTIVE = {"GL_GREYLIST": "suspicious", "GL_HOST_NAMES": "dns"}
+
+
+def _new_rcpt(n):
+    return {"SMTPRCPTTO": "r%d@example.net" % n}
+
+
+def _new_host(n):
+    return {"SMTPRCPTTO": "r%d@example.net" % n, "TCPREMOTEIP": "198.51.100.%d" % (n % 200 + 20)}
+
+
+RUN_CASES = (
+    ("known spf", {"GL_SPF": "1", "SMTPMAILFROM": "alice@nospf.org"}, None,
+     "action=pass reason=known client=198.51.100.7 sender=", 0),
+    ("known spf pooled", {"GL_SPF": "1"}, None,
+     "action=pass reason=known client=198.51.100.7 pool=spf:provider.org spf=pass ", 0),
+    ("new spf", {"GL_SPF": "1"}, _new_host,
+     "action=greylist reason=new client=198.51.100.", 3),
+    ("known pool dns", {"GL_HOST_POOLS": "1", "GL_HOST_NAMES": "dns", "TCPREMOTEIP": "192.0.2.10",
+                        "SMTPHELOHOST": "mail.staticmail.net"}, None,
+     "action=pass reason=known client=192.0.2.10 pool=staticmail.net sender=", 0),
+    ("trusted", dict(SELECTIVE, TCPREMOTEIP="192.0.2.10"), _new_rcpt,
+     "action=pass reason=trusted client=192.0.2.10 name=mail.staticmail.net mode=suspicious ", 2),
+    ("trusted recorded", dict(SELECTIVE, TCPREMOTEIP="192.0.2.10", SMTPHELOHOST="mail.staticmail.net"),
+     _new_rcpt,
+     "action=pass reason=trusted client=192.0.2.10 name=mail.staticmail.net mode=suspicious ", 0),
+    ("suspicious", dict(SELECTIVE, TCPREMOTEIP="192.0.2.11"), _new_rcpt,
+     "action=greylist reason=new client=192.0.2.11 mode=suspicious ", 2),
+)
+
+
+def run_cases(launcher, runs, work, floor=FLOOR):
+    """bench/run's DNS cases with its installed launcher, against nsd on a
+    loopback port (a warm local caching resolver), every query counted ->
+    [(name, CPU ratio, queries per decision, expected queries, log line or
+    None when it was the intended one)], or None when nsd is missing."""
+    if NSD_BIN is None:
+        return None
+    nsd = NSD(os.path.join(work, "nsd"), ZONES)
+    dns = Recorder(nsd.port)
+    rows = []
+    counter = iter(range(10 ** 9))
+    try:
+        for name, fixed, vary, intended, expected in RUN_CASES:
+            gl_dir = tempfile.mkdtemp(prefix="dns-%s-" % name.replace(" ", "-"), dir=work)
+            base = dict(dict(BASE, GL_DIR=gl_dir, GL_DNS=dns.server,
+                             SMTPMAILFROM="alice@provider.org", SMTPRCPTTO="bob@example.net",
+                             TCPREMOTEIP="198.51.100.7"), **fixed)
+            cpu_of([launcher], dict(base, GL_LEARN="1"))  # the known triplet, as passed
+            done = subprocess.run([launcher], env=dict(base, **(vary(next(counter)) if vary else {})),
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd="/")
+            wrong = None if done.stderr.startswith("qgrey: " + intended) else done.stderr
+            floors, subjects = [], []
+            asked = len(dns.queries)
+            for _ in range(runs):
+                env = dict(base, **(vary(next(counter)) if vary else {}))
+                floors.append(cpu_of(floor, {}))
+                subjects.append(cpu_of([launcher], env))
+            queries = (len(dns.queries) - asked) / runs
+            rows.append((name, statistics.median(subjects) / statistics.median(floors), queries,
+                         expected, wrong))
+    finally:
+        dns.stop()
+        nsd.stop()
+    return rows
 
 
 def main():

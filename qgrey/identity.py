@@ -36,11 +36,12 @@ the term that matched is 'all', a network wider than /16 (IPv4) or /32
 (IPv6) (ip4, ip6, a and mx with such a prefix length), or an 'exists'
 without a macro (it matches every client or none).
 
-Imports qgrey.dns and qgrey.spf, and qgrey.pools when names are judged:
-never on the path of GL_SPF=0 and GL_GREYLIST=all, nor on a known
-sender's.
+Imports qgrey.dns and qgrey.spf when DNS is asked or SPF evaluated (a
+name recorded for the client's address needs neither), and qgrey.pools
+when names are judged: never on the path of GL_SPF=0 and GL_GREYLIST=all,
+nor on a known sender's.
 """
-from qgrey import dns, keys, policy, spf
+from qgrey import keys, policy
 from qgrey.keys import SPF, host_name
 
 
@@ -62,11 +63,13 @@ MIN_PREFIX4, MIN_PREFIX6 = 16, 32
 def resolver(settings):
     """The resolver of one decision: GL_DNS, one deadline of GL_DNS_TIMEOUT
     from now."""
+    from qgrey import dns
     return dns.Resolver(settings.dns or None, settings.dns_timeout)
 
 
 def ip_text(request):
     """The client's address as text, or None when TCPREMOTEIP is not one."""
+    from qgrey import spf
     raw = (request.client_ip or b"").strip()
     try:
         text = raw.decode("ascii")
@@ -76,6 +79,7 @@ def ip_text(request):
 
 
 def _addresses(resolver, name, version):
+    from qgrey import dns, spf
     status, records = resolver.query(name, "A" if version == 4 else "AAAA")
     found = set()
     if status == dns.OK:
@@ -88,6 +92,7 @@ def _addresses(resolver, name, version):
 
 def reverse_names(request):
     """The PTR names of the client: (status, [names]) (at most 10)."""
+    from qgrey import dns, spf
     text = ip_text(request)
     if text is None:
         return dns.ERROR, []
@@ -104,6 +109,7 @@ def reverse_names(request):
 def forward_confirms(request, name):
     """Whether name's A (or AAAA) records hold the client's address:
     (True or False, DNS status of the forward question)."""
+    from qgrey import spf
     version, value = spf.parse_ip(ip_text(request))
     status, found = _addresses(request.resolver, name, version)
     return value in found, status
@@ -112,6 +118,7 @@ def forward_confirms(request, name):
 def verified_host(request):
     """-> (name or None, how): how is 'tcpserver', 'dns', or why no name
     was verified ('no name', 'no PTR', 'PTR not confirmed', 'timeout', ...)."""
+    from qgrey import dns
     settings = request.settings
     hint = host_name(request.client_host)
     if settings.host_names != "dns":
@@ -140,6 +147,7 @@ def helo_check(request):
     """What the HELO name proves -> (True, 'confirmed') when it may vouch
     for the client (a host name, not its reverse name, passing the
     dynamic-name rule, resolving forward to its address), else (False, why)."""
+    from qgrey import dns, spf
     raw = request.helo
     if not raw:
         return False, "no HELO"
@@ -171,6 +179,7 @@ def spf_domain(request):
 
 def check_spf(request):
     """spf.Result for the client, the envelope sender and the HELO name."""
+    from qgrey import spf
     text = ip_text(request)
     if text is None:
         return spf.Result(spf.PERMERROR, reason="client address is not an IP address")
@@ -224,6 +233,7 @@ def spf_pool(request, result):
 def pool_of(result, ip, domain):
     """The pool of an SPF result for the client ip (text) and the domain
     checked, or None: a pass that proves something about the client."""
+    from qgrey import spf
     if result.result != spf.PASS or domain is None or spf.parse_ip(ip or "") is None:
         return None
     if proves_nothing(result, spf.parse_ip(ip)[0]):
@@ -266,6 +276,7 @@ def learn(request, cached, now):
     identity = Identity()
     identity.pool = request.pool  # a tcpserver host pool, known without DNS
     if settings.spf:
+        from qgrey import spf
         domain = spf_domain(request)
         if cached is not None and domain and not policy.expired(cached, now, settings, SPF):
             identity.spf_text, identity.spf_cached = spf.PASS, True
@@ -299,8 +310,10 @@ def suspicious(request, identity):
     """The verdict of GL_GREYLIST=suspicious -> (suspicious, why); fills
     identity (its name, dynamic, helo)."""
     name = identity.name
-    if identity.spf is not None and identity.spf.result in (spf.FAIL, spf.SOFTFAIL):
-        return True, "spf " + identity.spf.result
+    if identity.spf is not None:
+        from qgrey import spf
+        if identity.spf.result in (spf.FAIL, spf.SOFTFAIL):
+            return True, "spf " + identity.spf.result
     if name is not None:
         identity.dynamic = refusal(name, request.client_ip or b"")
         if identity.dynamic is None:

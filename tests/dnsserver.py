@@ -17,13 +17,12 @@ import subprocess
 import threading
 import time
 
-import pytest
-
 NSD_BIN = shutil.which("nsd") or ("/usr/sbin/nsd" if os.path.exists("/usr/sbin/nsd") else None)
 
 
 def require_nsd():
     if NSD_BIN is None:
+        import pytest  # only here: bench/identity_bench.py uses this module without pytest
         if os.environ.get("CI") == "true":
             pytest.fail("nsd is missing, and CI=true: .ci/run must install it")
         pytest.skip("nsd is not installed (Debian: apt-get install nsd)")

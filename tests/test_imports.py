@@ -210,3 +210,24 @@ def test_spf_and_selective_greylisting_load_nothing_for_a_known_sender(run, gl_d
     # a new triplet is a miss: the identity is learned
     used = loaded(gl_dir, SMTPRCPTTO="third@example.net", **modes)
     assert IDENTITY - {"_socket"} <= used, used
+
+
+def test_a_name_recorded_for_the_address_loads_no_resolver(run, gl_dir):
+    """GL_HOST_NAMES=dns with GL_HOST_POOLS: a known pooled sender whose
+    verified name is recorded (name ADDRESS>HOST) is decided by its pool
+    without qgrey.dns, qgrey.spf or _socket."""
+    import sqlite3
+    import time
+    run()  # the database exists
+    now = int(time.time())
+    db = sqlite3.connect(os.path.join(gl_dir, "qgrey.sqlite"))
+    db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", [
+        ("name 198.51.100.7>mail.staticmail.net", now - 60, now - 60, now - 60, 1),
+        ("staticmail.net alice@example.org third@example.net", now - 900, now - 600, now - 600, 1)])
+    db.commit()
+    db.close()
+    used = loaded(gl_dir, GL_HOST_POOLS="1", GL_HOST_NAMES="dns", GL_DNS="127.0.0.1:9",
+                  GL_DNS_TIMEOUT="0.2", SMTPHELOHOST="mail.staticmail.net",
+                  SMTPRCPTTO="third@example.net")
+    assert {"qgrey.identity", "qgrey.pools"} <= used, used
+    assert not used & {"qgrey.dns", "qgrey.spf", "_socket"}, used
