@@ -22,6 +22,14 @@ BAD_PREFIX = "/nonexistent-qgrey\tprefix"  # refused after the interpreter's che
 BAD_BIN = "/nonexistent-qgrey\tbin"  # refused after the prefix's checks
 
 
+@pytest.fixture(autouse=True)
+def umask():
+    """The modes asked for, whatever umask the run has."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
 @pytest.fixture
 def base():
     """A directory of root's that other users can reach."""
