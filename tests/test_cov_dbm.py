@@ -183,3 +183,18 @@ def test_space_and_compaction(gl_dir, kind):
                   if name.startswith(FILES[kind]))
     assert (size, free) == (on_disk, None)
     assert compacted is (kind == "dbm.gnu")
+
+
+@pytest.mark.parametrize("kind", [p for p in DBM_KINDS if p.values[0] == "dbm.ndbm"])
+def test_a_damaged_ndbm_file_is_an_io_error(gl_dir, kind):
+    # Berkeley DB refuses the file with an errno (EINVAL): an OSError, io.
+    path = os.path.join(gl_dir, FILES[kind])
+    with open(path + ".db", "wb") as f:
+        f.write(b"garbage" * 1000)
+    store = open_store(gl_dir, kind)
+    try:
+        with pytest.raises(StoreError) as caught:
+            store.lookup("k")
+    finally:
+        store.close()
+    assert (caught.value.reason, caught.value.detail) == ("io", path + ": Invalid argument")
