@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from conftest import IS_ROOT, NOBODY, SPP_ENV, _close_stdin, spp, unavailable
+from conftest import IS_ROOT, NOBODY, SPP_ENV, _close_stdin, in_time, spp, unavailable
 from qgrey.reply import DEFER_ON_ERROR
 from skips import kind_params
 
@@ -74,22 +74,6 @@ def check(result, reply=None, action=None, reason=None):
     if reason is not None:
         assert (b" reason=%s " % reason.encode()) in lines[0], lines[0]
     return lines[0]
-
-
-def bare_start():
-    """Seconds a bare interpreter takes to start and exit here, now."""
-    started = time.monotonic()
-    spp([sys.executable, "-c", "pass"], {})
-    return time.monotonic() - started
-
-
-def in_time(elapsed, lock_timeout):
-    """The documented bound, "within GL_LOCK_TIMEOUT plus a little", with the
-    little scaled by a bare interpreter's start timed right after the run:
-    a loaded machine slows both alike; a plugin that overstays its deadline
-    by a second or more does not pass."""
-    bare = bare_start()
-    assert elapsed < lock_timeout + 0.5 + 10 * bare, (elapsed, lock_timeout, bare)
 
 
 def env_for(gl_dir, sender="alice@example.org", recipient="bob@example.net", **extra):

@@ -2,6 +2,7 @@
 devices, oversized or binary lists, damaged caches, and a directory that
 another user may write. The installed plugin, run as qmail-spp runs it."""
 import os
+import re
 import shutil
 import socket
 import stat
@@ -156,11 +157,19 @@ def test_a_link_to_another_users_file_is_not_followed(run, gl_dir, tmp_path):
 def test_a_20_mb_binary_list_is_refused_with_one_warning(run, launcher, gl_dir):
     write(gl_dir, "whitelist-clients", os.urandom(20 << 20))
     for reason in ("new", "early"):  # refused whole each time, never parsed nor cached
+        started = time.time()
         result = limited(run, launcher)
         assert result.stdout == GREYLISTED
-        assert result.stderr.decode() == warned(
+        log = result.stderr.decode()
+        # The early retry's wait is the seconds since the first run began.
+        waited = re.search(r" waited=(\d+)\n$", log)
+        assert waited and int(waited.group(1)) <= (0 if reason == "new" else
+                                                   int(time.time() - first) + 1), log
+        first = started if reason == "new" else first
+        assert log == warned(
             gl_dir, "whitelist-clients", "larger than 4194304 bytes", "list ignored") + (
-            NEW.replace("reason=new", "reason=" + reason))
+            NEW.replace("reason=new", "reason=" + reason).replace(
+                "waited=0", "waited=" + waited.group(1)))
     assert not os.path.exists(os.path.join(gl_dir, ".whitelist-clients.cache"))
 
 
