@@ -198,3 +198,45 @@ def test_a_damaged_ndbm_file_is_an_io_error(gl_dir, kind):
     finally:
         store.close()
     assert (caught.value.reason, caught.value.detail) == ("io", path + ": Invalid argument")
+
+
+@pytest.mark.parametrize("kind", DBM_KINDS)
+def test_the_lock_file_in_a_directory_that_takes_no_new_file(gl_dir, kind):
+    from conftest import read_only
+    lock = os.path.join(gl_dir, "lock")
+    store = open_store(gl_dir, kind)
+    try:
+        with read_only(gl_dir):
+            with pytest.raises(StoreError) as caught:
+                store.lookup("k")
+        assert (caught.value.reason, caught.value.detail) == (
+            "io", "cannot open lock file %s: %s" % (lock, os.strerror(1 if os.geteuid() == 0 else 13)))
+    finally:
+        store.close()
+    # With the lock file and the database there, lookups still read.
+    store = open_store(gl_dir, kind)
+    try:
+        store.put_many([("k", Entry(1, 2, 0, 1))])
+    finally:
+        store.close()
+    os.chmod(lock, 0o400)
+    store = open_store(gl_dir, kind)
+    try:
+        with read_only(gl_dir):
+            assert store.lookup("k") == Entry(1, 2, 0, 1)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("kind", DBM_KINDS)
+def test_a_lock_that_is_a_directory(gl_dir, kind):
+    lock = os.path.join(gl_dir, "lock")
+    os.mkdir(lock)
+    store = open_store(gl_dir, kind)
+    try:
+        with pytest.raises(StoreError) as caught:
+            store.lookup("k")
+    finally:
+        store.close()
+    assert (caught.value.reason, caught.value.detail) == (
+        "io", "cannot open lock file %s: Is a directory" % lock)

@@ -152,3 +152,18 @@ def test_a_database_sqlite_cannot_create_is_an_io_error(gl_dir):
     assert (caught.value.reason, caught.value.detail) == (
         "io", os.path.join(gl_dir, "qgrey.sqlite") + ": unable to open database file")
     assert sorted(os.listdir(gl_dir)) == ["lock", "lock.queue"]
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("database or disk is full", "disk-full"),
+    ("disk I/O error", "io"),
+    ("attempt to write a readonly database", "io"),
+    ("unable to open database file", "io"),
+    ("database is locked", "lock-timeout"),
+    ("database table is locked", "lock-timeout"),
+    ("database disk image is malformed", "database"),
+    ("file is not a database", "database"),
+])
+def test_the_reason_logged_for_each_sqlite_message(text, reason):
+    from qgrey.store import sqlite_reason
+    assert sqlite_reason(text) == reason
