@@ -387,3 +387,33 @@ def test_a_prefix_it_cannot_write(base):
         "user cannot run what is installed in %s\n"
         "qgrey.install: fatal: Permission denied: %s/ro\n" % (base, prefix, base)).encode())
     assert listing(base) == ["ro"]
+
+
+def test_install_from_a_source_directory_with_its_man_pages_and_no_links(base):
+    # As the README says: cd qgrey-X.Y && python3 -m qgrey.install. An empty
+    # --bin links nothing.
+    import qgrey
+    top = os.path.dirname(os.path.dirname(os.path.abspath(qgrey.__file__)))
+    man = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "man")
+    source = base + "/src"
+    shutil.copytree(os.path.join(top, "qgrey"), source + "/qgrey",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(man, source + "/man")
+    pages = sorted(p for p in os.listdir(source + "/man") if p.endswith(".8"))
+    assert pages == ["qgrey-admin.8", "qgrey-expire.8", "qgrey-report.8", "qgrey.8"]
+    prefix = base + "/opt"
+    done = subprocess.run([sys.executable, "-m", "qgrey.install", "--prefix", prefix, "--bin", "",
+                           "--python", "/usr/bin/python3"], cwd=source,
+                          env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=120)
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert sorted(os.listdir(prefix + "/share/man/man8")) == pages
+    for page in pages:
+        with open(prefix + "/share/man/man8/" + page, "rb") as installed, \
+                open(source + "/man/" + page, "rb") as original:
+            assert installed.read() == original.read()
+    entries = manifest_entries(prefix)
+    assert [e for e in entries if e.startswith("L")] == []
+    assert ["f\tshare/man/man8/" + page for page in pages] == [
+        e for e in entries if e.startswith("f\tshare/")]
+    assert sorted(os.listdir(base)) == ["opt", "src"]
