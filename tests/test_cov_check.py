@@ -9,22 +9,31 @@ import tempfile
 
 import pytest
 
-from conftest import NOBODY, needs_root
+from conftest import NOBODY, needs_root, system_install
 
 BIN = os.path.dirname(sys.executable)
 
 
-@pytest.fixture
-def base():
-    """A directory of root's that nobody can search, holding a launcher of
-    qgrey's and a control/smtpplugins that lists it under [rcpt]."""
+@pytest.fixture(scope="module")
+def installed():
+    """The package under test installed for the system's Python, as the
+    README says, where nobody can run it: the launcher check then finds
+    nothing wrong with the launcher itself."""
     needs_root()
+    path = tempfile.mkdtemp(prefix="qgrey-cov-install-", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield system_install(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def base(installed):
+    """A directory of root's that nobody can search, holding a
+    control/smtpplugins that lists qgrey's launcher under [rcpt]."""
     path = tempfile.mkdtemp(prefix="qgrey-cov-check-", dir="/tmp")
     os.chmod(path, 0o755)
-    subprocess.run([sys.executable, "-m", "qgrey.launcher", path + "/qgrey"], check=True, cwd="/",
-                   stdout=subprocess.DEVNULL)
     with open(path + "/plugins", "w") as f:
-        f.write("[rcpt]\n%s/qgrey\n" % path)
+        f.write("[rcpt]\n%s/qgrey\n" % installed)
     os.chmod(path + "/plugins", 0o644)
     yield path
     shutil.rmtree(path, ignore_errors=True)

@@ -5,6 +5,7 @@ line by line; lookups of clients and addresses; the list cache that is not
 one. Expected values are written out, or come from re."""
 import os
 import re
+import sys
 
 import pytest
 
@@ -35,6 +36,12 @@ INVALID = [rb"(ab", rb"ab)", rb"*a", rb"a**", rb"ab\\"[:-1], rb"[z-a]", rb"[abc"
 @pytest.mark.filterwarnings("ignore:Possible nested set:FutureWarning")  # re on [[:alpha:]]
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_search_is_re_search_ignoring_case(pattern):
+    try:
+        re.compile(pattern)
+    except re.error:  # a*+ (possessive) is a regular expression from Python 3.11 on only
+        assert pattern == rb"a*+" and sys.version_info < (3, 11), pattern
+        assert [lists.search(pattern, name) for name in NAMES] == [False] * len(NAMES)
+        return
     for name in NAMES:
         expected = re.search(pattern, name, re.IGNORECASE) is not None
         assert lists.search(pattern, name) == expected, (pattern, name)
