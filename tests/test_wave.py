@@ -119,7 +119,10 @@ def test_a_wave_of_new_triplets_is_refused_whole(launcher, gl_dir, store_kind):
     not_recorded = sum(b"detail=not recorded: " in line for line in lines)
     assert all(b" reason=new " in line for line in lines), [
         line for line in lines if b" reason=new " not in line][:3]
-    assert slowest < RATIO * floor + LOCK_TIMEOUT, (slowest, floor)
+    # A second more than the lock's deadline: a store that writes beside its
+    # file (dbm.sqlite3's WAL) ends a wave later; a deadline overstayed by
+    # seconds still does not pass.
+    assert slowest < RATIO * floor + LOCK_TIMEOUT + 1, (slowest, floor)
 
     time.sleep(3.5)  # past GL_DELAY: the recorded triplets' retries pass
     retries = fire([([launcher], env) for env in wave_envs(gl_dir, kind, extra)])
