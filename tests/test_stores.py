@@ -97,6 +97,12 @@ def store_raw(gl_dir, kind, key, value):
         db.close()
 
 
+# The machine's clock may be stepped by a second or two between reading it
+# here and in the plugin (a virtual machine's clock is adjusted so): the
+# times stored are checked against the test's with that much room.
+STEP = 2
+
+
 @pytest.mark.parametrize("kind", kind_params())  # a kind this Python lacks: a listed skip
 def test_a_whole_cycle(run, gl_dir, kind):
     started = int(time.time())
@@ -106,7 +112,7 @@ def test_a_whole_cycle(run, gl_dir, kind):
     entries = stored(gl_dir, kind)
     assert list(entries) == [KEY]
     first, last, passed, tries = map(int, entries[KEY].split())
-    assert started <= first <= last <= ended and (passed, tries) == (0, 2), entries
+    assert started - STEP <= first <= last <= ended + STEP and (passed, tries) == (0, 2), entries
     # Seen 600 s earlier: its retry is accepted.
     store_raw(gl_dir, kind, KEY, b"%d %d 0 2" % (first - 600, last - 600))
     before = int(time.time())
@@ -115,7 +121,8 @@ def test_a_whole_cycle(run, gl_dir, kind):
     entries = stored(gl_dir, kind)
     # first kept, last and passed now, tries (refused) kept.
     first_now, last, passed, tries = map(int, entries[KEY].split())
-    assert (first_now, tries) == (first - 600, 2) and before <= last == passed <= after, entries
+    assert (first_now, tries) == (first - 600, 2) and before - STEP <= last == passed <= after + STEP, \
+        entries
     # And the client's auto-whitelist entry (GL_AWL_UNIT=address).
     assert sorted(entries) == [KEY, "client 198.51.100.7"], entries
     before = int(time.time())
@@ -123,7 +130,7 @@ def test_a_whole_cycle(run, gl_dir, kind):
     after = int(time.time())
     first_now, last_now, passed_now, tries = map(int, stored(gl_dir, kind)[KEY].split())
     assert (first_now, passed_now, tries) == (first - 600, passed, 2)
-    assert before <= last_now <= after
+    assert before - STEP <= last_now <= after + STEP
     assert get_entry(gl_dir, kind, "nobody * *") is None
 
 
