@@ -381,9 +381,11 @@ def cmd_check(args, environ, out):
 def cmd_spf(args, settings, out):
     """SPF for a client, with the plugin's resolver and settings (GL_DNS,
     GL_DNS_TIMEOUT): the result as the first word, then the term that
-    decided, the domain whose record did and the client field of the key
-    qgrey would use with GL_SPF=1 (key=spf:DOMAIN or its network). Exit
-    111 on temperror."""
+    decided, the domain whose record did, the client field of the key
+    qgrey would use with GL_SPF=1 (key=spf:DOMAIN or its network) and, for
+    a pooling pass, what the pass is recorded for (recorded=NETWORK when
+    the result holds for the client's whole network, else its address).
+    Exit 111 on temperror."""
     from qgrey import dns, spf
     if spf.parse_ip(args.ip) is None:
         raise Failure("usage: %s is not an IP address" % settings_module.sanitise(args.ip))
@@ -401,8 +403,10 @@ def cmd_spf(args, settings, out):
     from qgrey import identity, keys
     checked = keys.spf_domain(sender.encode("ascii", "replace"), (args.helo or "").encode(
         "ascii", "replace"))
-    line.append("key=" + (identity.pool_of(result, args.ip, checked)
-                          or keys.client(args.ip.encode(), settings)))
+    pool = identity.pool_of(result, args.ip, checked)
+    line.append("key=" + (pool or keys.client(args.ip.encode(), settings)))
+    if pool:  # what the pass is recorded for: a network the record covers alike, or the address
+        line.append("recorded=" + keys.spf_unit(args.ip.encode(), settings, result.scope))
     if result.reason:
         line.append("(%s)" % result.reason)
     if result.explanation:
@@ -537,7 +541,8 @@ def cmd_explain(args, settings, environ, out):
     if not settings.spf:
         lines.append("SPF: not evaluated (GL_SPF=0)")
     elif found.spf_cached:
-        lines.append("SPF: pass (recorded for this client and domain: no evaluation)")
+        lines.append("SPF: pass (recorded for this client's network or address and this "
+                     "domain: no evaluation)")
     elif found.spf is not None:
         spf_line = "SPF: " + found.spf.result
         if found.spf.term:
@@ -548,6 +553,8 @@ def cmd_explain(args, settings, environ, out):
             spf_line += " (%s)" % found.spf.reason
         if found.pool_reason:
             spf_line += " (proves nothing: %s)" % found.pool_reason
+        if found.spf_unit:
+            spf_line += " recorded=" + found.spf_unit
         lines.append(printable(spf_line))
     else:
         lines.append("SPF: not evaluated (%s)" % found.spf_text)

@@ -253,6 +253,8 @@ class Identity:
       spf_text       the SPF result for the log ('pass' from the cache too)
       spf_cached     the pass came from the store's spf entry: no evaluation
       spf_pooled     a fresh evaluation pooled the client (the plugin records it)
+      spf_unit       what the pass is recorded for: the client's network when
+                     the result holds for all of it, else its address
       pool           the pool the keys use, or None (the client's network)
       pool_reason    why an SPF pass did not pool ('all', 'wide network', ...)
       suspicious     True or False under GL_GREYLIST=suspicious|trial, else None
@@ -264,6 +266,7 @@ class Identity:
         self.helo = self.helo_name = None
         self.spf = self.spf_text = None
         self.spf_cached = self.spf_pooled = False
+        self.spf_unit = None
         self.pool = self.pool_reason = None
         self.suspicious = self.why = None
         self.queries = 0
@@ -290,6 +293,9 @@ def learn(request, cached, now):
         if identity.pool is None and pooled is not None:
             identity.pool = pooled
             identity.spf_pooled = not identity.spf_cached
+            if identity.spf_pooled:
+                identity.spf_unit = keys.spf_unit(request.client_ip or b"", settings,
+                                                  identity.spf.scope)
     names = settings.greylist != "all" or (settings.host_names == "dns" and settings.host_pools)
     if names:
         identity.name, identity.how = request.verified_host, request.verified_how

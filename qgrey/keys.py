@@ -181,11 +181,13 @@ def triplet(remote_ip, sender, recipient, settings, hashed=None, pool=None):
 #                                   before GL_AWL_UNIT: see the plugin's legacy read)
 #   trap 198.51.100.0/24            a client's network caught by a greytrap
 #   reply bob@remote>alice@local    bob may answer alice without delay
-#   spf 198.51.100.7>example.com    the client (awl_client: its address, IPv6
-#                                   /64) passed SPF for example.com in a way
-#                                   that pools it (GL_SPF=1): its next new
-#                                   triplets are keyed spf:example.com without
-#                                   asking DNS again (policy.SPF_CACHE)
+#   spf 198.51.100.0/24>example.com the client's network (client()) passed SPF
+#   spf 198.51.100.7>example.com    for example.com in a way that pools it
+#                                   (GL_SPF=1), or only its exact address when
+#                                   the record does not cover the whole network
+#                                   alike (spf_unit): the next new triplets of
+#                                   any address of it are keyed spf:example.com
+#                                   without asking DNS again (policy.SPF_CACHE)
 #   name 192.0.2.10>mail.example.com  the client (its exact address) has this host
 #                                   name, forward-confirmed by qgrey
 #                                   (GL_HOST_NAMES=dns): read again without DNS
@@ -244,8 +246,27 @@ def spf_domain(sender, helo):
     return host_name(sender.rpartition(b"@")[2] if sender else helo)
 
 
+def spf_units(raw, settings):
+    """TCPREMOTEIP bytes -> the client fields an SPF pass of the client may
+    be recorded for: (its network, its exact address), or (its address,)
+    where the two are the same (GL_MASK_IP=0)."""
+    network, exact = client(raw, settings), _client(raw, None, None)
+    return (network,) if network == exact else (network, exact)
+
+
+def spf_unit(raw, settings, scope):
+    """The client field a pooling SPF pass is recorded for: the client's
+    network when the result holds for the whole of it (spf.Result.scope no
+    longer than the network's prefix length), so that its other hosts are
+    pooled without an evaluation; else the exact address, so that a
+    neighbour the record does not name never inherits the pass."""
+    network = client(raw, settings)
+    length = network.rpartition("/")[2]
+    return network if length.isdigit() and scope <= int(length) else _client(raw, None, None)
+
+
 def spf_key(unit, domain, hashed=None):
-    """The SPF cache entry of a client unit (awl_client) and a domain."""
+    """The SPF cache entry of a client unit (spf_unit) and a domain."""
     value = unit + ">" + escape(domain.encode("ascii", "replace"))
     return SPF + " " + (value if hashed is None else hashed(value))
 

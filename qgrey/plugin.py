@@ -103,12 +103,13 @@ def decide_rcpt(request, now, write=True):
     learning = request.client_ip is not None and (
         settings.spf or settings.greylist != "all" or deferred is not None
         or (settings.host_names == "dns" and settings.host_pools))
-    cache = domain = None
+    caches = [None, None]
+    domain = None
     if learning and settings.spf and request.pool is None and not settings.ignore_remoteip:
         domain = keys.spf_domain(request.sender, request.helo)
-        if domain:  # a pooling pass of this client for this domain, recorded
-            cache = keys.spf_key(keys.awl_client(request.client_ip, settings), domain,
-                                 request.hashed)
+        if domain:  # a pooling pass for this domain of the client's network or address
+            for i, unit in enumerate(keys.spf_units(request.client_ip, settings)):
+                caches[i] = keys.spf_key(unit, domain, request.hashed)
     # GL_HOST_NAMES=dns: a name qgrey confirmed for this address within a
     # day is recorded (name ADDRESS>HOST). It is read with the network key
     # under the names the request gives without DNS, TCPREMOTEHOST and the
@@ -149,8 +150,10 @@ def decide_rcpt(request, now, write=True):
         reason = outcome[1]
         if reason == "learning" and outcome[3]:
             reason = outcome[3][len(LEARNING_NOTE):]
-        if learning and reason in missed:
-            return (MISS, entries[5]), list(entries)  # nothing written: the identity decides
+        if learning and reason in missed:  # nothing written: the identity decides
+            passes = [e for e in entries[5:7] if e is not None
+                      and not policy.expired(e, now, settings, keys.SPF)]
+            return (MISS, passes[0] if passes else None), list(entries)
         return outcome, new
 
     degraded = []
@@ -172,13 +175,12 @@ def decide_rcpt(request, now, write=True):
 
     def recorded_pass(entry):
         return entry is not None and write and settings.greylist == "all" \
-            and not (settings.host_names == "dns" and settings.host_pools) \
-            and not policy.expired(entry, now, settings, keys.SPF)
+            and not (settings.host_names == "dns" and settings.host_pools)
 
     evidence = spf_result = None
     try:
-        outcome = run(wanted + [cache] + name_keys, first)
-        for name, entry in zip(names, read_first[6:]):
+        outcome = run(wanted + caches + name_keys, first)
+        for name, entry in zip(names, read_first[7:]):
             if entry is not None and not policy.expired(entry, now, settings, keys.NAME):
                 request.__dict__["verified_host"] = name  # recorded: no query
                 request.verified_how = RECORDED
@@ -200,13 +202,15 @@ def decide_rcpt(request, now, write=True):
             final, kind = keys.wanted(request, greytrap)
             trusted = settings.greylist == "suspicious" and evidence.suspicious is False
             records = []
+            recorded = None
             if evidence.spf_pooled:
+                recorded = keys.spf_key(evidence.spf_unit, domain, request.hashed)
                 records.append((5, keys.SPF, policy.Entry(now, now, now, 1)))
             named = None
             if request.__dict__.get("verified_how") == "dns" and request.verified_host:
                 named = keys.name_key(request.client_ip, request.verified_host, request.hashed)
                 records.append((6, keys.NAME, policy.Entry(now, now, now, 1)))
-            outcome = run(final + [cache if evidence.spf_pooled else None, named],
+            outcome = run(final + [recorded, named],
                           lambda entries, now: change(entries, now, trusted, records))
             spf_result = evidence.spf_text
         action, reason, waited, note = outcome

@@ -12,6 +12,11 @@ domain, explanation, reason):
                the included domain; through redirect=, its target)
   explanation  on fail, the expanded exp= text, or None
   reason       for none, temperror and permerror, why (one line)
+  scope        the result holds for every address of the client's network
+               of this prefix length (client/scope): the evaluation depends
+               on the address only through the ip4, ip6, a and mx networks
+               it was compared with (0: not at all; 32 or 128 when a
+               ptr mechanism, %{p}, %{i} or %{c} made it the address's own)
 
 Limits: 10 terms that query DNS (include, a, mx, ptr, exists, redirect),
 2 lookups that find nothing, 10 MX names (more: permerror), the first 10
@@ -45,9 +50,10 @@ class Result(tuple):
     domain = property(lambda self: self[2])
     explanation = property(lambda self: self[3])
     reason = property(lambda self: self[4])
+    scope = property(lambda self: self[5])
 
-    def __new__(cls, result, term=None, domain=None, explanation=None, reason=None):
-        return tuple.__new__(cls, (result, term, domain, explanation, reason))
+    def __new__(cls, result, term=None, domain=None, explanation=None, reason=None, scope=None):
+        return tuple.__new__(cls, (result, term, domain, explanation, reason, scope))
 
 
 class PermError(Exception):
@@ -245,6 +251,17 @@ class Checker:
         self.lookups = self.voids = 0
         self._ptr = None
         self.included = None
+        self.bits = 32 if self.version == 4 else 128
+        self.scope = 0
+
+    def in_net(self, net, length):
+        """Whether the client is in net/length. scope notes what the answer
+        says of its neighbours: every address of client/scope is inside
+        too when the client is, and outside when it is not."""
+        inside = _in_net(self.version, self.ip, net, length)
+        need = length if inside else self.bits - (self.ip ^ net).bit_length() + 1
+        self.scope = max(self.scope, need)
+        return inside
 
     # DNS
     def lookup(self, name, qtype, void=True):
@@ -273,6 +290,7 @@ class Checker:
 
     def ptr_names(self):
         """The validated names of the client (at most 10 asked)."""
+        self.scope = self.bits  # names are the address's own
         if self._ptr is None:
             self._ptr = []
             try:
@@ -331,6 +349,7 @@ class Checker:
         if letter == "d":
             return domain
         if letter == "i":
+            self.scope = self.bits
             return self.macro_i()
         if letter == "v":
             return "in-addr" if self.version == 4 else "ip6"
@@ -343,6 +362,7 @@ class Checker:
                     return name
             return names[0] if names else "unknown"
         if letter == "c":
+            self.scope = self.bits
             family = dns._socket.AF_INET if self.version == 4 else dns._socket.AF_INET6
             return dns._socket.inet_ntop(family, self.ip.to_bytes(
                 4 if self.version == 4 else 16, "big"))
@@ -406,9 +426,9 @@ class Checker:
         if name == "all":
             return True
         if name == "ip4":
-            return self.version == 4 and _in_net(4, self.ip, arg, cidr4)
+            return self.version == 4 and self.in_net(arg, cidr4)
         if name == "ip6":
-            return self.version == 6 and _in_net(6, self.ip, arg, cidr6)
+            return self.version == 6 and self.in_net(arg, cidr6)
         self.count()
         target = self.target(arg, domain)
         if name == "include":
@@ -423,14 +443,13 @@ class Checker:
         if length is None:
             length = 32 if self.version == 4 else 128
         if name == "a":
-            return any(_in_net(self.version, self.ip, a, length) for a in self.addresses(target))
+            return any(self.in_net(a, length) for a in self.addresses(target))
         if name == "mx":
             exchanges = self.lookup(target, "MX")
             if len(exchanges) > MAX_MX:
                 raise PermError("more than %d MX names for %s" % (MAX_MX, target))
             for _, exchange in sorted(exchanges):
-                if exchange and any(_in_net(self.version, self.ip, a, length)
-                                    for a in self.addresses(exchange)):
+                if exchange and any(self.in_net(a, length) for a in self.addresses(exchange)):
                     return True
             return False
         if name == "ptr":
@@ -472,7 +491,7 @@ def check_host(ip, domain, sender, helo, resolver, receiver="unknown"):
         return Result(NONE, domain=domain, reason="not a domain name: %r" % domain)
     checker = Checker(parsed, sender, helo, resolver, receiver)
     try:
-        result = checker.check(domain)
+        result = Result(*checker.check(domain)[:5], scope=checker.scope)
     except TempError as err:
         return Result(TEMPERROR, domain=domain, reason=str(err))
     except PermError as err:
