@@ -6,6 +6,7 @@ The suite (rfc7208-tests.yml, in pyspf's source distribution) is fetched
 with pip at test time into a cache shared between runs ($XDG_CACHE_HOME or
 ~/.cache, qgrey-tests/), never kept in the repository.
 """
+import ipaddress
 import os
 import subprocess
 import sys
@@ -164,6 +165,165 @@ def test_suite_is_whole():
     assert len(SUITE) == 203
 
 
+# The scope of a result (Result.scope): the prefix length of the client's
+# network over which the evaluation is the same, because it depends on the
+# address only through the networks compared. A network matched needs its
+# own length; one not matched needs the client's first bit that differs from
+# it (any address sharing the bits up to there is outside too); the scope is
+# the most any comparison needs. PTR and the %{i} %{p} macros make the
+# result the address's own. Every figure below is worked out by hand from
+# the binary of the addresses, as the comments show.
+
+SCOPE_ZONE = ZoneResolver({
+    "net.test": [{"TXT": "v=spf1 ip4:198.51.100.0/24 -all"}],
+    "except.test": [{"TXT": "v=spf1 -ip4:198.51.100.9 ip4:198.51.100.0/24 -all"}],
+    "two.test": [{"TXT": "v=spf1 ip4:192.0.2.0/24 ip4:198.51.100.0/22 -all"}],
+    "provider.test": [{"TXT": "v=spf1 include:_spf.provider.test -all"}],
+    "_spf.provider.test": [{"TXT": "v=spf1 include:_net4.provider.test "
+                                   "include:_net6.provider.test ~all"}],
+    "_net4.provider.test": [{"TXT": "v=spf1 ip4:198.51.100.0/24 ip4:203.0.113.0/25 -all"}],
+    "_net6.provider.test": [{"TXT": "v=spf1 ip6:2001:db8:100::/48 -all"}],
+    "am.test": [{"TXT": "v=spf1 a:relay.am.test/30 mx/28 -all"}, {"MX": [10, "mail.am.test"]}],
+    "relay.am.test": [{"A": "192.0.2.28"}],
+    "mail.am.test": [{"A": "192.0.2.25"}, {"AAAA": "2001:db8:25::25"}],
+    "mx6.test": [{"TXT": "v=spf1 mx//56 -all"}, {"MX": [10, "mail.am.test"]}],
+    "a.test": [{"TXT": "v=spf1 a -all"}, {"A": "192.0.2.10"}],
+    "ptr.test": [{"TXT": "v=spf1 ptr -all"}],
+    "mail.ptr.test": [{"A": "198.51.100.7"}, {"AAAA": "2001:db8::7"}],
+    "7.100.51.198.in-addr.arpa": [{"PTR": "mail.ptr.test"}],
+    ipaddress.ip_address("2001:db8::7").reverse_pointer: [{"PTR": "mail.ptr.test"}],
+    "exists-i.test": [{"TXT": "v=spf1 exists:%{i}.ok.exists-i.test -all"}],
+    "198.51.100.7.ok.exists-i.test": [{"A": "127.0.0.2"}],
+    "exists.test": [{"TXT": "v=spf1 exists:always.exists.test -all"}],
+    "always.exists.test": [{"A": "127.0.0.2"}],
+    "local.test": [{"TXT": "v=spf1 exists:%{l}.users.local.test -all"}],
+    "x.users.local.test": [{"A": "127.0.0.2"}],
+    "p.test": [{"TXT": "v=spf1 exists:%{p}.names.p.test -all"}],
+    "v.test": [{"TXT": "v=spf1 exists:%{v}.v.test -all"}],
+    "in-addr.v.test": [{"A": "127.0.0.2"}],
+    "redirect.test": [{"TXT": "v=spf1 ip4:192.0.2.0/24 redirect=_r.redirect.test"}],
+    "_r.redirect.test": [{"TXT": "v=spf1 ip4:198.51.100.0/23 -all"}],
+    "v6.test": [{"TXT": "v=spf1 ip6:2001:db8:100::/48 -all"}],
+    "host6.test": [{"TXT": "v=spf1 ip6:2001:db8:77::7 -all"}],
+    "all.test": [{"TXT": "v=spf1 +all"}],
+    "zero.test": [{"TXT": "v=spf1 ip4:0.0.0.0/0 -all"}],
+    "loop.test": [{"TXT": "v=spf1 include:loop.test"}],
+})
+
+# (client, sender's domain) -> result, scope
+SCOPES = [
+    # one network: matched, its length; not matched, the first bit that differs
+    (("198.51.100.7", "net.test"), ("pass", 24)),
+    (("198.51.100.0", "net.test"), ("pass", 24)),
+    (("198.51.101.7", "net.test"), ("fail", 24)),   # 3rd octet 0110010|1 vs 0110010|0: bit 24
+    (("198.51.228.7", "net.test"), ("fail", 17)),   # 3rd octet 1|1100100 vs 0|1100100: bit 17
+    (("203.0.113.9", "net.test"), ("fail", 5)),     # 1100|1011 vs 1100|0110: bit 5
+    # several terms: the most any needs, a term not matched included
+    (("198.51.100.7", "except.test"), ("pass", 29)),  # 4th octet 0000|0111 vs 0000|1001: bit 29
+    (("198.51.100.8", "except.test"), ("pass", 32)),  # 0000100|0 vs 0000100|1: bit 32
+    (("198.51.100.9", "except.test"), ("fail", 32)),  # -ip4:198.51.100.9 (/32) matched
+    (("198.51.101.7", "two.test"), ("pass", 22)),     # 192 11000|000 vs 198 11000|110: 6; /22: 22
+    (("192.0.2.7", "two.test"), ("pass", 24)),        # the first term decides alone
+    # an include chain: every record evaluated counts
+    (("198.51.100.7", "provider.test"), ("pass", 24)),
+    (("203.0.113.9", "provider.test"), ("pass", 25)),    # 5 by the /24, 25 by the /25
+    (("203.0.113.200", "provider.test"), ("fail", 25)),  # 4th octet 1|1001000 vs 0|0000000: 25
+    (("2001:db8:100:5::1", "provider.test"), ("pass", 48)),  # ip4 terms compare nothing
+    (("2001:db8:200::1", "provider.test"), ("fail", 39)),  # 3rd group 0000001|0 vs 0000000|1: 32+7
+    (("::ffff:198.51.100.7", "provider.test"), ("pass", 24)),  # IPv4-mapped: an IPv4 client
+    (("::ffff:203.0.113.9", "provider.test"), ("pass", 25)),
+    # a and mx with a CIDR length: the networks of the hosts found
+    (("192.0.2.30", "am.test"), ("pass", 30)),  # 192.0.2.28/30 holds .28 to .31
+    (("192.0.2.20", "am.test"), ("pass", 29)),  # 000|1|0100 vs 000|1|1100: 29; .25/28: 28
+    (("192.0.2.40", "am.test"), ("fail", 27)),  # 00|1|01000 vs 00|0|11100 and 00|0|11001: 27
+    (("2001:db8:25::25", "am.test"), ("pass", 128)),  # no AAAA for relay; mx without //: /128
+    (("2001:db8:25:ab::1", "mx6.test"), ("pass", 56)),   # the 4th group's first byte is 00
+    (("2001:db8:26::1", "mx6.test"), ("fail", 47)),  # 3rd group ...0010 0|110 vs 0010 0|101: 32+15
+    (("192.0.2.25", "mx6.test"), ("pass", 32)),      # mx//56 is /32 for IPv4
+    (("192.0.2.10", "a.test"), ("pass", 32)),
+    (("192.0.2.11", "a.test"), ("fail", 32)),        # 0000101|1 vs 0000101|0
+    (("192.0.2.138", "a.test"), ("fail", 25)),       # 1|0001010 vs 0|0001010
+    # names and macros of the address: the address alone
+    (("198.51.100.7", "ptr.test"), ("pass", 32)),
+    (("198.51.100.8", "ptr.test"), ("fail", 32)),
+    (("2001:db8::7", "ptr.test"), ("pass", 128)),
+    (("198.51.100.7", "exists-i.test"), ("pass", 32)),
+    (("198.51.100.8", "exists-i.test"), ("fail", 32)),
+    (("192.0.2.1", "p.test"), ("fail", 32)),
+    (("2001:db8::1", "p.test"), ("fail", 128)),
+    # names that do not depend on the address: nothing
+    (("198.51.100.7", "exists.test"), ("pass", 0)),
+    (("2001:db8::1", "exists.test"), ("pass", 0)),
+    (("198.51.100.7", "local.test"), ("pass", 0)),   # %{l}: the sender's, not the address's
+    (("192.0.2.1", "v.test"), ("pass", 0)),          # %{v}: the family only
+    (("2001:db8::1", "v.test"), ("fail", 0)),
+    (("198.51.100.7", "all.test"), ("pass", 0)),
+    (("203.0.113.9", "zero.test"), ("pass", 0)),
+    (("198.51.100.7", "nothing.test"), ("none", 0)),
+    # redirect: the target's record counts with the first
+    (("198.51.101.7", "redirect.test"), ("pass", 23)),  # 192 vs 198: 6; 198.51.100.0/23: 23
+    (("198.51.102.7", "redirect.test"), ("fail", 23)),  # 3rd octet 011001|1|0 vs 011001|0|0
+    # IPv6 networks
+    (("2001:db8:100:5::1", "v6.test"), ("pass", 48)),
+    (("2001:db8:77::7", "host6.test"), ("pass", 128)),
+    (("2001:db8:77::8", "host6.test"), ("fail", 125)),  # last group ...|1000 vs ...|0111: 112+13
+    # errors say nothing of the neighbours
+    (("198.51.100.7", "loop.test"), ("permerror", None)),
+    (("198.51.100.300", "net.test"), ("permerror", None)),
+]
+
+
+@pytest.mark.parametrize("args,expected", SCOPES, ids=["-".join(c[0]) for c in SCOPES])
+def test_scope(args, expected):
+    ip, domain = args
+    result = spf.check_host(ip, None, "x@" + domain, "h.example", SCOPE_ZONE)
+    assert (result.result, result.scope) == expected, result
+
+
+def block(ip, scope):
+    """The first, a middle and the last address of ip/scope (ipaddress), as
+    text; an IPv4-mapped client's are mapped too."""
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)
+    network = ipaddress.ip_network((mapped or address, scope), strict=False)
+    found = [network[0], network[network.num_addresses // 2], network[-1]]
+    return [str(ipaddress.ip_address("::ffff:%s" % a) if mapped else a) for a in found]
+
+
+@pytest.mark.parametrize("args,expected", [c for c in SCOPES if c[1][1] is not None],
+                         ids=["-".join(c[0]) for c in SCOPES if c[1][1] is not None])
+def test_every_address_of_the_scope_gets_the_same_result(args, expected):
+    """What the scope promises: any address of client/scope is evaluated
+    alike (the same result, by the same term)."""
+    ip, domain = args
+    first = spf.check_host(ip, None, "x@" + domain, "h.example", SCOPE_ZONE)
+    for other in block(ip, expected[1]):
+        result = spf.check_host(other, None, "x@" + domain, "h.example", SCOPE_ZONE)
+        assert (result.result, result.term, result.domain) == (
+            expected[0], first.term, first.domain), (other, result)
+
+
+@pytest.mark.parametrize("ip, domain, scope, other, evaluated", [
+    ("198.51.100.7", "net.test", 24, "198.51.101.7", ("fail", "-all")),
+    ("198.51.100.7", "except.test", 29, "198.51.100.9", ("fail", "-ip4:198.51.100.9")),
+    ("203.0.113.9", "provider.test", 25, "203.0.113.200", ("fail", "-all")),
+    ("192.0.2.30", "am.test", 30, "192.0.2.24", ("pass", "mx/28")),
+    ("192.0.2.20", "am.test", 29, "192.0.2.28", ("pass", "a:relay.am.test/30")),
+    ("2001:db8:100:5::1", "v6.test", 48, "2001:db8:101::1", ("fail", "-all")),
+    ("2001:db8:77::8", "host6.test", 125, "2001:db8:77::7", ("pass", "ip6:2001:db8:77::7")),
+])
+def test_the_network_one_bit_wider_holds_an_address_evaluated_otherwise(
+        ip, domain, scope, other, evaluated):
+    """The scope is no shorter than it must be: client/(scope - 1) holds an
+    address whose result or deciding term differs."""
+    assert ipaddress.ip_address(other) in ipaddress.ip_network((ip, scope - 1), strict=False)
+    assert ipaddress.ip_address(other) not in ipaddress.ip_network((ip, scope), strict=False)
+    result = spf.check_host(ip, None, "x@" + domain, "h.example", SCOPE_ZONE)
+    assert result.scope == scope and (result.result, result.term) != evaluated
+    result = spf.check_host(other, None, "x@" + domain, "h.example", SCOPE_ZONE)
+    assert (result.result, result.term) == evaluated
+
+
 # check_host and qgrey-admin spf against a real DNS server (nsd)
 
 SPF_ZONES = {
@@ -280,9 +440,15 @@ def admin(nsd_server, gl_dir, *args, timeout="2"):
 
 
 # The client field qgrey-admin spf adds (key=): the sender's domain's pool
-# for a pass that proves something, the network for +all and the rest.
-ADMIN_KEYS = ["spf:provider.test", "spf:provider.test", "spf:provider.test",
-              "192.0.2.0/24", "192.0.2.0/24", "192.0.2.0/24", "spf:mx.helo.test", "192.0.2.0/24"]
+# for a pass that proves something, the network for +all and the rest; for
+# a pooling pass, what it is recorded for (recorded=): the client's network
+# when the record treats all of it alike, else its address. 203.0.113.100
+# matched ip4:203.0.113.0/25, half its /24; 192.0.2.77 is named alone (/32).
+ADMIN_KEYS = ["spf:provider.test recorded=198.51.100.0/24",
+              "spf:provider.test recorded=203.0.113.100",
+              "spf:provider.test recorded=2001:db8:100:5::/64",
+              "192.0.2.0/24", "192.0.2.0/24", "192.0.2.0/24",
+              "spf:mx.helo.test recorded=192.0.2.77", "192.0.2.0/24"]
 
 
 def with_key(expected, key):
@@ -299,7 +465,8 @@ def test_admin_spf(nsd, tmp_path):
     # the HELO is optional, but the null sender needs it
     proc = admin(nsd.server, tmp_path, "198.51.100.7", "alice@provider.test")
     assert (proc.stdout, proc.returncode) == (
-        "pass term=ip4:198.51.100.0/24 domain=_net4.provider.test key=spf:provider.test\n", 0)
+        "pass term=ip4:198.51.100.0/24 domain=_net4.provider.test key=spf:provider.test "
+        "recorded=198.51.100.0/24\n", 0)
     proc = admin(nsd.server, tmp_path, "198.51.100.7", "<>")
     assert (proc.stdout, proc.stderr, proc.returncode) == ("", (
         "qgrey-admin: fatal: usage: the null sender <> is checked as postmaster@HELO: "

@@ -3,7 +3,10 @@ server (nsd) serving zones of this file, its queries recorded by a
 forwarding server: a provider's hosts over several networks and both
 families behind an include chain (hosts without names) are one client,
 spf:provider.test; forgers, catch-all and too wide records stay keyed by
-network; known senders send no query; a dead server answers in time."""
+network; known senders send no query; a pooling pass is recorded for the
+client's network when the record treats the whole network alike, else for
+its address, and a client recorded asks nothing; a dead server answers in
+time."""
 import os
 import time
 
@@ -27,6 +30,8 @@ _net6   TXT "v=spf1 ip6:2001:db8:100::/48 -all"
     "exists.test": '@ TXT "v=spf1 exists:always.exists.test -all"\nalways A 127.0.0.2',
     "loop.test": '@ TXT "v=spf1 include:loop.test"',
     "helo.test": 'mx TXT "v=spf1 ip4:192.0.2.77 -all"',
+    "except.test": '@ TXT "v=spf1 -ip4:198.51.100.9 ip4:198.51.100.0/24 -all"',
+    "host.test": '@ TXT "v=spf1 ip4:192.0.2.77 ip6:2001:db8:77::7 -all"',
 }
 ON = {"GL_SPF": "1", "GL_DNS_TIMEOUT": "2"}
 ALICE = "alice@provider.test"
@@ -59,6 +64,17 @@ def triplets(gl_dir):
     return sorted(key for key in stored(gl_dir) if len(key.split(" ")) == 3)
 
 
+def recorded(gl_dir):
+    """The SPF passes stored."""
+    return sorted(key for key in stored(gl_dir) if key.startswith("spf "))
+
+
+def line_of(ip, pool_spf, sender, recipient):
+    """The log line of a new triplet greylisted."""
+    return ("qgrey: action=greylist reason=new client=%s %s sender=%s recipient=%s waited=0"
+            % (ip, pool_spf, sender, recipient))
+
+
 def test_the_provider_retrying_from_another_network_and_over_ipv6_passes_at_its_first_retry(
         run, gl_dir, dns):
     line = logged(check(send(run, dns, PROVIDER_V4[0]), GREYLISTED), "greylist", "new")
@@ -72,11 +88,14 @@ def test_the_provider_retrying_from_another_network_and_over_ipv6_passes_at_its_
     assert " client=2001:db8:100:5::1 pool=spf:provider.test spf=pass " in line
     assert triplets(gl_dir) == ["spf:provider.test alice@provider.test bob@example.net"]
     entries = stored(gl_dir)
-    # the pool counts toward its auto-whitelist; each pooling pass is recorded per address
+    # the pool counts toward its auto-whitelist; each pooling pass is recorded
+    # for the client's network where the record covers all of it alike (a /24
+    # of ip4:198.51.100.0/24, a /64 of ip6:2001:db8:100::/48), else for the
+    # address (203.0.113.0/25 is half of 203.0.113.9's /24)
     assert entries["client spf:provider.test"][3] == 1
-    assert {key for key in entries if key.startswith("spf ")} == {
-        "spf 198.51.100.7>provider.test", "spf 203.0.113.9>provider.test",
-        "spf 2001:db8:100:5::/64>provider.test"}
+    assert recorded(gl_dir) == [
+        "spf 198.51.100.0/24>provider.test", "spf 2001:db8:100:5::/64>provider.test",
+        "spf 203.0.113.9>provider.test"]
 
 
 def test_a_customer_of_the_provider_pools_by_its_own_domain(run, gl_dir, dns):
@@ -137,23 +156,168 @@ def test_a_known_sender_sends_no_query(run, gl_dir, dns):
     assert len(dns.asked()) > before
 
 
-def test_a_pooled_sender_pays_one_evaluation_per_address(run, gl_dir, dns):
+TXT = 16  # DNS type numbers
+PROVIDER_V4_QUERIES = [("provider.test", TXT), ("_spf.provider.test", TXT),
+                       ("_net4.provider.test", TXT)]  # TXT, until _net4 matched
+
+
+def test_a_pooled_sender_pays_one_evaluation_per_network_its_record_covers_alike(
+        run, gl_dir, dns):
     check(send(run, dns, PROVIDER_V4[0]), GREYLISTED)
-    assert dns.asked() == [("provider.test", 16), ("_spf.provider.test", 16),
-                           ("_net4.provider.test", 16)]  # TXT, until _net4 matched
-    asked = 3
+    assert dns.asked() == PROVIDER_V4_QUERIES
+    # ip4:198.51.100.0/24 treats the whole /24 alike: the pass is recorded for it
+    assert recorded(gl_dir) == ["spf 198.51.100.0/24>provider.test"]
     # another recipient from the same address: the recorded pass pools it, no query
-    line = logged(check(send(run, dns, PROVIDER_V4[0], SMTPRCPTTO="carol@example.net"),
-                        GREYLISTED), "greylist", "new")
-    assert " pool=spf:provider.test spf=pass " in line
-    assert len(dns.asked()) == asked
+    assert logged(check(send(run, dns, PROVIDER_V4[0], SMTPRCPTTO="carol@example.net"),
+                        GREYLISTED), "greylist", "new") == line_of(
+        "198.51.100.7", "pool=spf:provider.test spf=pass", ALICE, "carol@example.net")
+    assert dns.asked() == PROVIDER_V4_QUERIES
     # a retry of a known pooled triplet from the same address: no query either
     age(gl_dir, 400)
     check(send(run, dns, PROVIDER_V4[0]), delayed(400))
-    assert len(dns.asked()) == asked
-    # another address of the provider: one evaluation
-    check(send(run, dns, PROVIDER_V4[2], SMTPRCPTTO="dave@example.net"), GREYLISTED)
-    assert len(dns.asked()) > asked
+    assert dns.asked() == PROVIDER_V4_QUERIES
+    # a new address of the same /24 with a new triplet: pooled, no query
+    assert logged(check(send(run, dns, PROVIDER_V4[2], SMTPRCPTTO="dave@example.net"),
+                        GREYLISTED), "greylist", "new") == line_of(
+        "198.51.100.200", "pool=spf:provider.test spf=pass", ALICE, "dave@example.net")
+    assert dns.asked() == PROVIDER_V4_QUERIES
+    # and an IPv4-mapped address of it, as an IPv6 listener gives it
+    assert logged(check(send(run, dns, "::ffff:198.51.100.99", SMTPRCPTTO="erin@example.net"),
+                        GREYLISTED), "greylist", "new") == line_of(
+        "::ffff:198.51.100.99", "pool=spf:provider.test spf=pass", ALICE, "erin@example.net")
+    assert dns.asked() == PROVIDER_V4_QUERIES
+    assert triplets(gl_dir) == ["spf:provider.test alice@provider.test %s@example.net" % name
+                                for name in ("bob", "carol", "dave", "erin")]
+    # another network, which the record covers only in part (ip4:203.0.113.0/25
+    # of 203.0.113.0/24): one evaluation per address, each address recorded
+    check(send(run, dns, PROVIDER_V4[1], SMTPRCPTTO="frank@example.net"), GREYLISTED)
+    assert dns.asked() == PROVIDER_V4_QUERIES * 2
+    assert logged(check(send(run, dns, "203.0.113.10", SMTPRCPTTO="grace@example.net"),
+                        GREYLISTED), "greylist", "new") == line_of(
+        "203.0.113.10", "pool=spf:provider.test spf=pass", ALICE, "grace@example.net")
+    assert dns.asked() == PROVIDER_V4_QUERIES * 3
+    check(send(run, dns, PROVIDER_V4[1], SMTPRCPTTO="heidi@example.net"), GREYLISTED)
+    assert dns.asked() == PROVIDER_V4_QUERIES * 3
+    assert recorded(gl_dir) == ["spf 198.51.100.0/24>provider.test",
+                                "spf 203.0.113.10>provider.test", "spf 203.0.113.9>provider.test"]
+
+
+def test_a_neighbour_the_record_excepts_never_inherits_the_pass(run, gl_dir, dns):
+    sender = "x@except.test"  # v=spf1 -ip4:198.51.100.9 ip4:198.51.100.0/24 -all
+    assert logged(check(send(run, dns, "198.51.100.7", sender=sender), GREYLISTED),
+                  "greylist", "new") == line_of(
+        "198.51.100.7", "pool=spf:except.test spf=pass", sender, "bob@example.net")
+    assert dns.asked() == [("except.test", TXT)]
+    # .7 and .9 differ from the 29th bit: the pass holds for 198.51.100.7/29 only
+    assert recorded(gl_dir) == ["spf 198.51.100.7>except.test"]
+    # the excepted host asks DNS, fails and stays keyed by its network
+    assert logged(check(send(run, dns, "198.51.100.9", sender=sender), GREYLISTED),
+                  "greylist", "new") == line_of(
+        "198.51.100.9", "spf=fail", sender, "bob@example.net")
+    assert dns.asked() == [("except.test", TXT)] * 2
+    # a host the record does let pass is evaluated too, and recorded alone (a
+    # new triplet: bob's by the network key waits already, from .9)
+    check(send(run, dns, "198.51.100.8", sender=sender, SMTPRCPTTO="carol@example.net"),
+          GREYLISTED)
+    assert dns.asked() == [("except.test", TXT)] * 3
+    assert recorded(gl_dir) == ["spf 198.51.100.7>except.test", "spf 198.51.100.8>except.test"]
+    # the address recorded asks nothing for a new triplet
+    assert logged(check(send(run, dns, "198.51.100.7", sender=sender,
+                             SMTPRCPTTO="dave@example.net"), GREYLISTED),
+                  "greylist", "new") == line_of(
+        "198.51.100.7", "pool=spf:except.test spf=pass", sender, "dave@example.net")
+    assert dns.asked() == [("except.test", TXT)] * 3
+    assert triplets(gl_dir) == ["198.51.100.0/24 x@except.test bob@example.net",
+                                "spf:except.test x@except.test bob@example.net",
+                                "spf:except.test x@except.test carol@example.net",
+                                "spf:except.test x@except.test dave@example.net"]
+
+
+@pytest.mark.parametrize("host, neighbour, network", [
+    ("192.0.2.77", "192.0.2.78", "192.0.2.0/24"),              # ip4:192.0.2.77: a /32
+    ("2001:db8:77::7", "2001:db8:77::8", "2001:db8:77::/64"),  # ip6:2001:db8:77::7: a /128
+])
+def test_a_record_naming_one_host_records_its_address(run, gl_dir, dns, host, neighbour,
+                                                      network):
+    sender = "x@host.test"
+    assert logged(check(send(run, dns, host, sender=sender), GREYLISTED),
+                  "greylist", "new") == line_of(
+        host, "pool=spf:host.test spf=pass", sender, "bob@example.net")
+    assert recorded(gl_dir) == ["spf %s>host.test" % host]
+    assert dns.asked() == [("host.test", TXT)]
+    # a neighbour of the same network is evaluated: a fail, keyed by the network
+    assert logged(check(send(run, dns, neighbour, sender=sender), GREYLISTED),
+                  "greylist", "new") == line_of(neighbour, "spf=fail", sender, "bob@example.net")
+    assert dns.asked() == [("host.test", TXT)] * 2
+    assert recorded(gl_dir) == ["spf %s>host.test" % host]
+    assert triplets(gl_dir) == ["%s x@host.test bob@example.net" % network,
+                                "spf:host.test x@host.test bob@example.net"]
+
+
+def test_an_ipv6_pass_of_a_wider_network_is_recorded_for_the_client_s_64(run, gl_dir, dns):
+    check(send(run, dns, PROVIDER_V6), GREYLISTED)  # ip6:2001:db8:100::/48
+    queries = PROVIDER_V4_QUERIES + [("_net6.provider.test", TXT)]
+    assert dns.asked() == queries
+    assert recorded(gl_dir) == ["spf 2001:db8:100:5::/64>provider.test"]
+    # another address of the /64: pooled without a query
+    assert logged(check(send(run, dns, "2001:db8:100:5:a:b:c:d", SMTPRCPTTO="carol@example.net"),
+                        GREYLISTED), "greylist", "new") == line_of(
+        "2001:db8:100:5:a:b:c:d", "pool=spf:provider.test spf=pass", ALICE, "carol@example.net")
+    assert dns.asked() == queries
+    # another /64 of the /48: evaluated, and recorded for its own /64
+    check(send(run, dns, "2001:db8:100:6::1", SMTPRCPTTO="dave@example.net"), GREYLISTED)
+    assert dns.asked() == queries * 2
+    assert recorded(gl_dir) == ["spf 2001:db8:100:5::/64>provider.test",
+                                "spf 2001:db8:100:6::/64>provider.test"]
+
+
+@pytest.mark.parametrize("env, unit", [
+    ({"GL_MASK_IP": "0"}, "198.51.100.7"),         # the key's client is the address
+    ({"GL_IPV4_PREFIX": "16"}, "198.51.100.7"),     # /16: wider than the record's /24
+    ({"GL_IPV4_PREFIX": "28"}, "198.51.100.0/28"),  # /28: inside it
+])
+def test_the_network_recorded_is_the_key_s_own(run, gl_dir, dns, env, unit):
+    check(send(run, dns, PROVIDER_V4[0], **env), GREYLISTED)
+    assert recorded(gl_dir) == ["spf %s>provider.test" % unit]
+
+
+def test_admin_spf_and_explain_say_what_a_pass_is_recorded_for(gl_dir, dns):
+    from test_host_pools import tool
+    env = dict(ON, GL_DNS=dns.server)
+    for args, line in [
+            (("198.51.100.7", ALICE), "pass term=ip4:198.51.100.0/24 domain=_net4.provider.test "
+             "key=spf:provider.test recorded=198.51.100.0/24"),
+            (("::ffff:198.51.100.7", ALICE), "pass term=ip4:198.51.100.0/24 "
+             "domain=_net4.provider.test key=spf:provider.test recorded=198.51.100.0/24"),
+            (("203.0.113.9", ALICE), "pass term=ip4:203.0.113.0/25 domain=_net4.provider.test "
+             "key=spf:provider.test recorded=203.0.113.9"),
+            ((PROVIDER_V6, ALICE), "pass term=ip6:2001:db8:100::/48 domain=_net6.provider.test "
+             "key=spf:provider.test recorded=2001:db8:100:5::/64"),
+            (("198.51.100.7", "x@except.test"), "pass term=ip4:198.51.100.0/24 "
+             "domain=except.test key=spf:except.test recorded=198.51.100.7"),
+            (("198.51.100.9", "x@except.test"), "fail term=-ip4:198.51.100.9 "
+             "domain=except.test key=198.51.100.0/24"),
+            (("2001:db8:77::7", "x@host.test"), "pass term=ip6:2001:db8:77::7 "
+             "domain=host.test key=spf:host.test recorded=2001:db8:77::7"),
+            (("192.0.2.99", "x@catchall.test"), "pass term=+all domain=catchall.test "
+             "key=192.0.2.0/24"),
+            (("192.0.2.99", "x@exists.test"), "pass term=exists:always.exists.test "
+             "domain=exists.test key=192.0.2.0/24")]:
+        result = tool("qgrey-admin", "spf", *args, gl_dir=gl_dir, env=env)
+        assert (result.stdout, result.stderr, result.returncode) == (line + "\n", "", 0)
+    # explain's SPF line after a fresh evaluation, network and address
+    for ip, sender, line in [
+            ("198.51.100.7", ALICE, "SPF: pass term=ip4:198.51.100.0/24 "
+             "domain=_net4.provider.test recorded=198.51.100.0/24"),
+            ("198.51.100.7", "x@except.test", "SPF: pass term=ip4:198.51.100.0/24 "
+             "domain=except.test recorded=198.51.100.7"),
+            ("198.51.100.9", "x@except.test", "SPF: fail term=-ip4:198.51.100.9 "
+             "domain=except.test")]:
+        result = tool("qgrey-admin", "explain", ip, sender, "bob@example.net", gl_dir=gl_dir,
+                      env=env)
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        assert [text for text in result.stdout.splitlines() if text.startswith("SPF:")] == [line]
+    assert stored(gl_dir) == {}  # nothing written
 
 
 def test_a_recorded_pass_lasts_a_day(run, gl_dir, dns):
@@ -232,7 +396,7 @@ def test_the_tools_keep_and_expire_the_recorded_pass(run, gl_dir, dns):
     dumped = tool("qgrey-admin", "dump", gl_dir=gl_dir)
     assert dumped.returncode == 0, dumped.stderr
     assert [line.split("\t")[0] for line in dumped.stdout.splitlines() if line.startswith("spf ")] == [
-        "spf 198.51.100.7>provider.test"]
+        "spf 198.51.100.0/24>provider.test"]
     # a dump loads back, the recorded pass with it
     loaded = tool("qgrey-admin", "load", gl_dir=gl_dir, stdin=dumped.stdout)
     assert loaded.returncode == 0, loaded.stderr
