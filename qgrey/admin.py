@@ -23,7 +23,8 @@ from qgrey.tool import Failure
 PROGRAM = "qgrey-admin"
 DUMP_HEADER = "qgrey-dump 1"
 BATCH = 1000
-STATES = ("waiting", "passed", "expired", "counting", "whitelisted", "trapped", "reply")
+STATES = ("waiting", "passed", "expired", "counting", "whitelisted", "trapped", "reply",
+          "recorded")
 
 
 class Parser(argparse.ArgumentParser):
@@ -55,7 +56,8 @@ def is_triplet(key):
 
 def state(key, entry, now, settings):
     """waiting, passed (triplets), counting, whitelisted (auto-whitelisting
-    of a client), trapped (greytrap), reply (reverse tracking), or expired."""
+    of a client), trapped (greytrap), reply (reverse tracking), recorded (an
+    SPF pass or a verified host name), or expired."""
     kind = keys.kind(key)
     if policy.expired(entry, now, settings, kind):
         return "expired"
@@ -65,6 +67,8 @@ def state(key, entry, now, settings):
         return "trapped"
     if kind == keys.REPLY:
         return "reply"
+    if kind in (keys.SPF, keys.NAME):
+        return "recorded"
     return "passed" if entry.passed else "waiting"
 
 
@@ -197,13 +201,16 @@ def scan_all(store):
 
 def cmd_list(args, settings, store, out):
     now = int(time.time())
-    client = awl = None
+    client = None
+    fields = ()  # the client fields of its other entries (auto-whitelist, trap, spf, name)
     if args.client:
         if "/" in args.client:
-            client = awl = client_network(args.client)
+            client = client_network(args.client)
+            fields = (client,)
         else:
-            client = keys.client(args.client.encode(), settings)
-            awl = keys.awl_client(args.client.encode(), settings)  # GL_AWL_UNIT
+            raw = args.client.encode()
+            client = keys.client(raw, settings)
+            fields = (client, keys.awl_client(raw, settings)) + keys.spf_units(raw, settings)
     sender = args.sender and (args.sender if args.sender.startswith("@") else keys.address(
         b"" if args.sender == "<>" else args.sender.encode()))
     recipient = args.recipient and (args.recipient if args.recipient.startswith("@") else
@@ -226,8 +233,11 @@ def cmd_list(args, settings, store, out):
                 continue
             if not (match(k_sender, sender) and match(k_recipient, recipient)):
                 continue
-        else:  # client, trap: "kind CLIENT"; reply: "reply REMOTE>LOCAL"
-            if sender or recipient or (client and key.split(" ")[1] not in (client, awl)):
+        else:  # client, trap: "kind CLIENT"; spf, name: "kind CLIENT>NAME"; reply: "reply REMOTE>LOCAL"
+            field = key.split(" ")[1]
+            if keys.kind(key) in (keys.SPF, keys.NAME):
+                field = field.partition(">")[0]
+            if sender or recipient or (client and field not in fields):
                 continue
         age = now - entry.first
         if args.older_than is not None and age <= args.older_than:

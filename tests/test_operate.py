@@ -200,15 +200,43 @@ def test_stats(gl_dir):
         ("192.0.2.0/24 a@x c@y", Entry(now - 3 * DAY, now - 3 * DAY, 0, 1)),
         ("192.0.2.0/24 a@x d@y", Entry(now - 10 * DAY, now - DAY, now - 10 * DAY, 3)),
         ("client 192.0.2.0/24", Entry(now - 40 * DAY, now, now, 0)),
+        ("spf 198.51.100.0/24>example.org", Entry(now - 100, now - 100, now - 100, 1)),
+        ("name 192.0.2.10>mail.example.org", Entry(now - 100, now - 100, now - 100, 1)),
+        ("name 192.0.2.11>old.example.org", Entry(now - 2 * DAY, now - 2 * DAY, now - 2 * DAY, 1)),
     ])
     result = command("qgrey-admin", "stats", gl_dir=gl_dir)
     assert result.stdout == (
-        "entries 4\n  waiting      1\n  passed       1\n  expired      1\n  counting     0\n"
-        "  whitelisted  1\n  trapped      0\n  reply        0\n"
+        "entries 7\n  waiting      1\n  passed       1\n  expired      2\n  counting     0\n"
+        "  whitelisted  1\n  trapped      0\n  reply        0\n  recorded     2\n"
         "never came back (retry window over, not retried) 1\n"
         "age (since first seen)\n"
-        "  < 1h           1 ##########\n  < 1d           0 \n  < 7d           1 ##########\n"
-        "  < 30d          1 ##########\n  >= 30d         1 ##########\n")
+        "  < 1h           3 %s\n  < 1d           0 \n  < 7d           2 %s\n"
+        "  < 30d          1 %s\n  >= 30d         1 %s\n" % ("#" * 17, "#" * 11, "#" * 6, "#" * 6))
+
+
+def test_list_shows_the_recorded_spf_passes_and_names_of_a_client(gl_dir):
+    now = int(time.time())
+    put(gl_dir, [
+        ("spf 198.51.100.0/24>example.org", Entry(now - 100, now - 100, now - 100, 1)),
+        ("spf 198.51.100.9>other.example", Entry(now - 100, now - 100, now - 100, 1)),
+        ("spf 198.51.101.0/24>example.org", Entry(now - 100, now - 100, now - 100, 1)),
+        ("name 198.51.100.9>mail.example.org", Entry(now - 100, now - 100, now - 100, 1)),
+        ("name 198.51.100.10>mx.example.org", Entry(now - 100, now - 100, now - 100, 1)),
+    ])
+
+    def listed(client):
+        result = command("qgrey-admin", "list", "--client", client, "--no-header", gl_dir=gl_dir)
+        assert result.returncode == 0, result.stderr
+        return [" ".join(line.split()[:1] + line.split()[-2:]) for line in result.stdout.splitlines()]
+    # an address: its network's entries and its own
+    assert listed("198.51.100.9") == [
+        "recorded name 198.51.100.9>mail.example.org",
+        "recorded spf 198.51.100.0/24>example.org",
+        "recorded spf 198.51.100.9>other.example"]
+    # a network: the entries of that network
+    assert listed("198.51.101.0/24") == ["recorded spf 198.51.101.0/24>example.org"]
+    assert command("qgrey-admin", "list", "--state", "recorded", "--no-header",
+                   gl_dir=gl_dir).stdout.count("\n") == 5
 
 
 def test_dump_load_round_trip_sqlite_to_dbm(run, gl_dir, tmp_path):
