@@ -127,7 +127,7 @@ def test_pool_of():
 def test_check_spf_without_an_address_or_an_identity():
     assert identity.check_spf(make({}, ip="garbage")).result == spf.PERMERROR
     assert identity.check_spf(make({}, helo="", sender=b"")) == (
-        spf.NONE, None, None, None, "null sender without HELO")
+        spf.NONE, None, None, None, "null sender without HELO", None)
 
 
 @pytest.mark.parametrize("table, helo, env, expected", [

@@ -350,7 +350,7 @@ def test_explain_describes_a_recorded_name(run, gl_dir, dns):
     lines = explained.stdout.splitlines()
     assert lines[1] == "answer: accept (reason=trusted): adds X-Greylist: passed (trusted client)"
     recorded, = [line for line in lines if line.startswith("  name ")]
-    assert re.fullmatch(r"  name 192\.0\.2\.10>mail\.staticmail\.net: passed, first (\d)s ago, "
+    assert re.fullmatch(r"  name 192\.0\.2\.10>mail\.staticmail\.net: recorded, first (\d)s ago, "
                         r"last \1s ago, passed \1s ago, tries 1", recorded), recorded
     assert "name: mail.staticmail.net, verified by dns (recorded)" in lines
     assert "mode: GL_GREYLIST=suspicious: the client is trusted (name)" in lines
