@@ -17,15 +17,13 @@ import subprocess
 import threading
 import time
 
+from servers import require
+
 NSD_BIN = shutil.which("nsd") or ("/usr/sbin/nsd" if os.path.exists("/usr/sbin/nsd") else None)
 
 
 def require_nsd():
-    if NSD_BIN is None:
-        import pytest  # only here: bench/identity_bench.py uses this module without pytest
-        if os.environ.get("CI") == "true":
-            pytest.fail("nsd is missing, and CI=true: .ci/run must install it")
-        pytest.skip("nsd is not installed (Debian: apt-get install nsd)")
+    require(NSD_BIN, "nsd")
 
 
 def free_port():
@@ -189,3 +187,24 @@ class Recorder(FakeServer):
                 pos += 1 + query[pos]
             found.append((".".join(labels).lower(), int.from_bytes(query[pos + 1:pos + 3], "big")))
         return found
+
+
+def fixtures(zones):
+    """A test module's DNS fixtures: `nsd`, an NSD serving zones for the
+    whole module, and `dns`, a Recorder in front of it for each test.
+        nsd, dns = dnsserver.fixtures(ZONES)"""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def nsd(tmp_path_factory):
+        server = NSD(tmp_path_factory.mktemp("nsd"), zones)
+        yield server
+        server.stop()
+
+    @pytest.fixture
+    def dns(nsd):
+        """The DNS server the plugin asks: nsd, every query recorded."""
+        recorder = Recorder(nsd.port)
+        yield recorder
+        recorder.stop()
+    return nsd, dns

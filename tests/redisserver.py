@@ -19,17 +19,14 @@ import socket
 import subprocess
 import time
 
-import pytest
+from servers import require
 
 REDIS_SERVER = shutil.which("redis-server") or (
     "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
 
 
 def require_redis():
-    if REDIS_SERVER is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is missing, and CI=true: .ci/run must install it")
-        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
+    require(REDIS_SERVER, "redis-server")
 
 
 def free_port():

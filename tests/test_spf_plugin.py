@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from dnsserver import NSD, FakeServer, Recorder
+from dnsserver import FakeServer, fixtures
 from test_rules_plugin import GREYLISTED, age, check, delayed, header, logged, stored
 
 ZONES = {
@@ -40,19 +40,7 @@ PROVIDER_V6 = "2001:db8:100:5::1"
 FORGER = "192.0.2.66"
 
 
-@pytest.fixture(scope="module")
-def nsd(tmp_path_factory):
-    server = NSD(tmp_path_factory.mktemp("nsd"), ZONES)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def dns(nsd):
-    """The DNS server the plugin asks: nsd, every query recorded."""
-    recorder = Recorder(nsd.port)
-    yield recorder
-    recorder.stop()
+nsd, dns = fixtures(ZONES)
 
 
 def send(run, dns, ip, sender=ALICE, **env):

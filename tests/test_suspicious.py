@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from dnsserver import NSD, FakeServer, Recorder
+from dnsserver import NSD, FakeServer, fixtures
 from test_qmail_smtpd import kit, one_header, server  # noqa: F401  (the harness's fixtures)
 from test_rules_plugin import GREYLISTED, age, check, delayed, header, logged, stored, write
 
@@ -48,18 +48,7 @@ SUSPICIOUS = {"GL_GREYLIST": "suspicious", "GL_HOST_NAMES": "dns", "GL_DNS_TIMEO
 TRUSTED = header("passed (trusted client)")
 
 
-@pytest.fixture(scope="module")
-def nsd(tmp_path_factory):
-    server = NSD(tmp_path_factory.mktemp("nsd"), ZONES)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def dns(nsd):
-    recorder = Recorder(nsd.port)
-    yield recorder
-    recorder.stop()
+nsd, dns = fixtures(ZONES)
 
 
 def send(run, dns, ip, helo="client.example", **env):
