@@ -20,9 +20,9 @@ import sys
 
 from qgrey import files
 
-TEMPLATE = '''#!{python} -IS
-# qgrey launcher for qmail-spp, written by: python3 -m qgrey.launcher
-import sys
+# What both launchers run: qgrey.plugin.main for their stage, or one line
+# and exit 0 when qgrey cannot be imported.
+CODE = '''import sys
 sys.path.insert(0, {path!r})
 try:
     from qgrey.plugin import main
@@ -36,8 +36,13 @@ except BaseException as err:  # moved, or no memory left: one line, exit 0
                         "%s (%r); %s\\n" % ({path!r}, err, fix)).encode("ascii", "replace"))
     finally:
         posix._exit(0)
-main()
+main({stage})
 '''
+
+# The [rcpt] entry: Python itself.
+TEMPLATE = '''#!{python} -IS
+# qgrey launcher for qmail-spp, written by: python3 -m qgrey.launcher
+''' + CODE
 
 
 # The [mail] entry (GL_STAGE=data): a line of control/smtpplugins, not a file.
@@ -52,22 +57,6 @@ DATA_TEMPLATE = '''#!/bin/sh
 [ -n "${{QGREY_DATA-}}" ] || exit 0
 exec {python} -IS -c {code}
 '''
-DATA_CODE = '''import sys
-sys.path.insert(0, {path!r})
-try:
-    from qgrey.plugin import main
-except BaseException as err:
-    import posix
-    try:
-        fix = "write the launcher again"
-        if isinstance(err, MemoryError) or getattr(err, "errno", None) == 12 or "failed to map" in str(err):
-            fix = "raise softlimit -m in the run script of qmail-smtpd"
-        posix.write(2, ("qgrey: action=error reason=internal detail=cannot import qgrey from "
-                        "%s (%r); %s\\n" % ({path!r}, err, fix)).encode("ascii", "replace"))
-    finally:
-        posix._exit(0)
-main("data")
-'''
 
 
 def launcher_text(python=None, stage="rcpt", package_parent=None):
@@ -79,9 +68,9 @@ def launcher_text(python=None, stage="rcpt", package_parent=None):
     python = python or sys.executable
     if stage == "data":
         import shlex
-        code = DATA_CODE.format(path=package_parent)
+        code = CODE.format(path=package_parent, stage='"data"')
         return DATA_TEMPLATE.format(python=shlex.quote(python), code=shlex.quote(code))
-    return TEMPLATE.format(python=python, path=package_parent)
+    return TEMPLATE.format(python=python, path=package_parent, stage="")
 
 
 USAGE = "usage: python3 -m qgrey.launcher [--data] PATH\n"
