@@ -277,9 +277,12 @@ def test_interrupted_is_111(gl_dir):
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         # --vacuum waits for the lock as long as it takes (at least 600 s).
+        # ^C as at a terminal: started with SIGINT's default action, which a
+        # run in the background (a shell's `&`) would have ignored.
         process = subprocess.Popen([os.path.join(BIN, "qgrey-expire"), "--vacuum"],
                                    env={"GL_DIR": gl_dir}, cwd="/", stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # until it waits in flock
             with open("/proc/%d/wchan" % process.pid) as f:
