@@ -396,21 +396,15 @@ def cmd_spf(args, settings, out):
     a pooling pass, what the pass is recorded for (recorded=NETWORK when
     the result holds for the client's whole network, else its address).
     Exit 111 on temperror."""
-    from qgrey import dns, spf
+    from qgrey import identity, spf
     if spf.parse_ip(args.ip) is None:
         raise Failure("usage: %s is not an IP address" % settings_module.sanitise(args.ip))
     sender = "" if args.sender == "<>" else args.sender
     if not sender and not args.helo:
         raise Failure("usage: the null sender <> is checked as postmaster@HELO: give HELO")
-    resolver = dns.Resolver(settings.dns or None, settings.dns_timeout)
-    result = spf.check_host(args.ip, None, sender, args.helo or "", resolver)
-    line = [result.result]
-    if result.term:
-        line.append("term=" + result.term)
-    if result.domain:
-        line.append("domain=" + result.domain)
+    result = spf.check_host(args.ip, None, sender, args.helo or "", identity.resolver(settings))
+    line = spf_words(result)
     # The key GL_SPF=1 gives the client: the sender's domain's pool, or its network.
-    from qgrey import identity, keys
     checked = keys.spf_domain(sender.encode("ascii", "replace"), (args.helo or "").encode(
         "ascii", "replace"))
     pool = identity.pool_of(result, args.ip, checked)
@@ -423,6 +417,13 @@ def cmd_spf(args, settings, out):
         line.append("explanation=%s" % result.explanation)
     out.write("".join(c if " " <= c <= "~" else "?" for c in " ".join(line)) + "\n")
     return 111 if result.result == spf.TEMPERROR else 0
+
+
+def spf_words(result):
+    """An SPF result as qgrey-admin shows it: the result, then the term that
+    decided and the domain whose record holds it, when there are such."""
+    return [result.result] + ["%s=%s" % (name, value) for name, value in (
+        ("term", result.term), ("domain", result.domain)) if value]
 
 
 def explain_request(args, settings, environ):
@@ -554,11 +555,7 @@ def cmd_explain(args, settings, environ, out):
         lines.append("SPF: pass (recorded for this client's network or address and this "
                      "domain: no evaluation)")
     elif found.spf is not None:
-        spf_line = "SPF: " + found.spf.result
-        if found.spf.term:
-            spf_line += " term=" + found.spf.term
-        if found.spf.domain:
-            spf_line += " domain=" + found.spf.domain
+        spf_line = "SPF: " + " ".join(spf_words(found.spf))
         if found.spf.reason:
             spf_line += " (%s)" % found.spf.reason
         if found.pool_reason:

@@ -41,8 +41,8 @@ name recorded for the client's address needs neither), and qgrey.pools
 when names are judged: never on the path of GL_SPF=0 and GL_GREYLIST=all,
 nor on a known sender's.
 """
-from qgrey import keys, policy
-from qgrey.keys import SPF, host_name
+from qgrey import keys
+from qgrey.keys import host_name
 
 
 def refusal(name, ip_text):
@@ -238,7 +238,7 @@ def pool_of(result, ip, domain):
         return None
     if proves_nothing(result, spf.parse_ip(ip)[0]):
         return None
-    return "spf:" + domain
+    return keys.spf_pool(domain)
 
 
 class Identity:
@@ -272,18 +272,19 @@ class Identity:
         self.queries = 0
 
 
-def learn(request, cached, now):
+def learn(request, cached):
     """Everything the decision needs to know of the client -> Identity.
-    cached: the store's spf entry of this client and domain, or None."""
+    cached: the store's pass of this client's network or address for the
+    domain, recorded and not expired (the plugin's first read), or None."""
     settings = request.settings
     identity = Identity()
     identity.pool = request.pool  # a tcpserver host pool, known without DNS
     if settings.spf:
         from qgrey import spf
         domain = spf_domain(request)
-        if cached is not None and domain and not policy.expired(cached, now, settings, SPF):
+        if cached is not None and domain:
             identity.spf_text, identity.spf_cached = spf.PASS, True
-            pooled = "spf:" + domain
+            pooled = keys.spf_pool(domain)
         else:
             identity.spf = request.spf
             identity.spf_text = identity.spf.result

@@ -246,6 +246,11 @@ def spf_domain(sender, helo):
     return host_name(sender.rpartition(b"@")[2] if sender else helo)
 
 
+def spf_pool(domain):
+    """The pool a pooling SPF pass keys the client by: 'spf:example.com'."""
+    return "spf:" + domain
+
+
 def spf_units(raw, settings):
     """TCPREMOTEIP bytes -> the client fields an SPF pass of the client may
     be recorded for: (its network, its exact address), or (its address,)
@@ -260,9 +265,9 @@ def spf_unit(raw, settings, scope):
     longer than the network's prefix length), so that its other hosts are
     pooled without an evaluation; else the exact address, so that a
     neighbour the record does not name never inherits the pass."""
-    network = client(raw, settings)
-    length = network.rpartition("/")[2]
-    return network if length.isdigit() and scope <= int(length) else _client(raw, None, None)
+    units = spf_units(raw, settings)
+    length = units[0].rpartition("/")[2]
+    return units[0] if length.isdigit() and scope <= int(length) else units[-1]
 
 
 def spf_key(unit, domain, hashed=None):

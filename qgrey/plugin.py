@@ -190,14 +190,15 @@ def decide_rcpt(request, now, write=True):
             if client_listed(deferred, None, request.verified_host):
                 return skip("whitelist-client")
         if outcome[0] == MISS and recorded_pass(outcome[1]):
-            # A pooled sender's pass recorded for this address: its pool is
-            # known without DNS, and nothing else needs the identity.
-            request.pool = "spf:" + domain
+            # A pooled sender's pass recorded for this client's network or
+            # address: its pool is known without DNS, and nothing else needs
+            # the identity.
+            request.pool = keys.spf_pool(domain)
             outcome = run(keys.wanted(request, greytrap)[0] + [None], change)
             spf_result = "pass"
         elif outcome[0] == MISS:  # learn who the client is, then decide
             from qgrey import identity
-            evidence = identity.learn(request, outcome[1], now)
+            evidence = identity.learn(request, outcome[1])
             request.pool = evidence.pool if not settings.ignore_remoteip else None
             final, kind = keys.wanted(request, greytrap)
             trusted = settings.greylist == "suspicious" and evidence.suspicious is False

@@ -237,11 +237,6 @@ def parse_record(record):
     return mechanisms, modifiers.get("redirect"), modifiers.get("exp")
 
 
-def _in_net(version, ip, net, length):
-    bits = 32 if version == 4 else 128
-    return ip >> (bits - length) == net >> (bits - length) if length else True
-
-
 class Checker:
     def __init__(self, ip, sender, helo, resolver, receiver="unknown"):
         self.version, self.ip = ip
@@ -258,7 +253,8 @@ class Checker:
         """Whether the client is in net/length. scope notes what the answer
         says of its neighbours: every address of client/scope is inside
         too when the client is, and outside when it is not."""
-        inside = _in_net(self.version, self.ip, net, length)
+        shift = self.bits - length
+        inside = self.ip >> shift == net >> shift
         need = length if inside else self.bits - (self.ip ^ net).bit_length() + 1
         self.scope = max(self.scope, need)
         return inside

@@ -141,7 +141,7 @@ def test_check_spf_without_an_address_or_an_identity():
 ])
 def test_the_suspicious_verdict(table, helo, env, expected):
     req = make(table, helo=helo, GL_GREYLIST="suspicious", **env)
-    evidence = identity.learn(req, None, 0)
+    evidence = identity.learn(req, None)
     assert (evidence.suspicious, evidence.why) == expected
     assert evidence.queries == len(req.resolver.asked)
 
@@ -150,11 +150,11 @@ def test_an_spf_fail_is_suspicious_whatever_the_name():
     table = dict(GOOD)
     table[("staticmail.net", "TXT")] = (dns.OK, ["v=spf1 -all"])
     req = make(table, sender=b"x@staticmail.net", GL_GREYLIST="suspicious", GL_SPF="1")
-    evidence = identity.learn(req, None, 0)
+    evidence = identity.learn(req, None)
     assert (evidence.suspicious, evidence.why, evidence.spf_text, evidence.pool) == (
         True, "spf fail", "fail", None)
     # a pass through +all: not pooled, and why
     table[("staticmail.net", "TXT")] = (dns.OK, ["v=spf1 +all"])
     req = make(table, sender=b"x@staticmail.net", GL_SPF="1")
-    evidence = identity.learn(req, None, 0)
+    evidence = identity.learn(req, None)
     assert (evidence.spf_text, evidence.pool, evidence.pool_reason) == ("pass", None, "all")
