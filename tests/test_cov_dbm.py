@@ -21,6 +21,17 @@ def open_store(directory, kind):
     return DbmStore(directory, 5.0, None, kind)
 
 
+def lookup_error(directory, kind):
+    """The StoreError a lookup in a fresh store of directory raises."""
+    store = open_store(directory, kind)
+    try:
+        with pytest.raises(StoreError) as caught:
+            store.lookup("k")
+    finally:
+        store.close()
+    return caught.value
+
+
 def write_raw(directory, kind, items):
     """Write raw key/value pairs with the dbm module itself."""
     module = importlib.import_module(kind)
@@ -111,17 +122,12 @@ def test_a_database_path_the_system_refuses_is_an_io_error(tmp_path, kind):
     directory += "/" + "e" * (4083 - len(directory) - 1)
     assert len(directory) == 4083
     os.makedirs(directory, mode=0o700)
-    store = open_store(directory, kind)
-    try:
-        with pytest.raises(StoreError) as caught:
-            store.lookup("k")
-    finally:
-        store.close()
-    assert caught.value.reason == "io"
+    error = lookup_error(directory, kind)
+    assert error.reason == "io"
     path = directory + "/" + FILES[kind]
     # dbm.sqlite3 names its file as given; the others add a suffix (.db, .pag).
     suffix = "" if kind == "dbm.sqlite3" else ".db"
-    assert caught.value.detail == path + suffix + ": File name too long"
+    assert error.detail == path + suffix + ": File name too long"
 
 
 def test_a_kind_this_python_lacks_is_refused(monkeypatch):
@@ -148,13 +154,8 @@ def test_a_lookup_before_the_first_write_creates_nothing(gl_dir, kind):
 def test_a_database_path_that_is_no_regular_file(gl_dir, kind):
     path = os.path.join(gl_dir, FILES[kind])
     os.mkfifo(path)
-    store = open_store(gl_dir, kind)
-    try:
-        with pytest.raises(StoreError) as caught:
-            store.lookup("k")
-    finally:
-        store.close()
-    assert (caught.value.reason, caught.value.detail) == ("database", path + " is not a regular file")
+    error = lookup_error(gl_dir, kind)
+    assert (error.reason, error.detail) == ("database", path + " is not a regular file")
 
 
 @pytest.mark.parametrize("kind", [p for p in DBM_KINDS if p.values[0] == "dbm.gnu"])
@@ -162,13 +163,8 @@ def test_a_damaged_gdbm_file_is_a_database_error(gl_dir, kind):
     path = os.path.join(gl_dir, FILES[kind])
     with open(path, "wb") as f:
         f.write(b"garbage" * 100)
-    store = open_store(gl_dir, kind)
-    try:
-        with pytest.raises(StoreError) as caught:
-            store.lookup("k")
-    finally:
-        store.close()
-    assert (caught.value.reason, caught.value.detail) == ("database", path + ": Bad magic number")
+    error = lookup_error(gl_dir, kind)
+    assert (error.reason, error.detail) == ("database", path + ": Bad magic number")
 
 
 @pytest.mark.parametrize("kind", DBM_KINDS)
@@ -193,13 +189,8 @@ def test_a_damaged_ndbm_file_is_an_io_error(gl_dir, kind):
     path = os.path.join(gl_dir, FILES[kind])
     with open(path + ".db", "wb") as f:
         f.write(b"garbage" * 1000)
-    store = open_store(gl_dir, kind)
-    try:
-        with pytest.raises(StoreError) as caught:
-            store.lookup("k")
-    finally:
-        store.close()
-    assert (caught.value.reason, caught.value.detail) == ("io", path + ": Invalid argument")
+    error = lookup_error(gl_dir, kind)
+    assert (error.reason, error.detail) == ("io", path + ": Invalid argument")
 
 
 @pytest.mark.parametrize("kind", DBM_KINDS)
@@ -240,11 +231,6 @@ def test_the_lock_file_in_a_directory_that_takes_no_new_file(gl_dir, kind):
 def test_a_lock_that_is_a_directory(gl_dir, kind):
     lock = os.path.join(gl_dir, "lock")
     os.mkdir(lock)
-    store = open_store(gl_dir, kind)
-    try:
-        with pytest.raises(StoreError) as caught:
-            store.lookup("k")
-    finally:
-        store.close()
-    assert (caught.value.reason, caught.value.detail) == (
+    error = lookup_error(gl_dir, kind)
+    assert (error.reason, error.detail) == (
         "io", "cannot open lock file %s: Is a directory" % lock)
