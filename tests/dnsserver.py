@@ -189,17 +189,24 @@ class Recorder(FakeServer):
         return found
 
 
-def fixtures(zones):
-    """A test module's DNS fixtures: `nsd`, an NSD serving zones for the
-    whole module, and `dns`, a Recorder in front of it for each test.
-        nsd, dns = dnsserver.fixtures(ZONES)"""
+def nsd_fixture(zones, name="nsd"):
+    """A test module's fixture `name`: an NSD serving zones for the whole
+    module.  nsd = dnsserver.nsd_fixture(ZONES)"""
     import pytest
 
-    @pytest.fixture(scope="module")
+    @pytest.fixture(scope="module", name=name)
     def nsd(tmp_path_factory):
-        server = NSD(tmp_path_factory.mktemp("nsd"), zones)
+        server = NSD(tmp_path_factory.mktemp(name), zones)
         yield server
         server.stop()
+    return nsd
+
+
+def fixtures(zones):
+    """A test module's DNS fixtures: `nsd` (nsd_fixture), and `dns`, a
+    Recorder in front of it for each test.  nsd, dns = dnsserver.fixtures(ZONES)"""
+    import pytest
+    nsd = nsd_fixture(zones)
 
     @pytest.fixture
     def dns(nsd):

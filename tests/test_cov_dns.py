@@ -140,19 +140,6 @@ def test_names_that_cannot_be_asked(name, why):
     assert str(caught.value) == why
 
 
-def test_resolv_conf(tmp_path):
-    path = tmp_path / "resolv.conf"
-    path.write_text("# comment\nsearch example.org\nnameserver\nnameserver not-an-address\n"
-                    "nameserver 192.0.2.53\nnameserver 2001:db8::53\n"
-                    "nameserver 198.51.100.53\nnameserver 203.0.113.53\n")
-    assert dns.resolv_conf(str(path)) == [(socket.AF_INET, "192.0.2.53", 53),
-                                          (socket.AF_INET6, "2001:db8::53", 53),
-                                          (socket.AF_INET, "198.51.100.53", 53)]
-    assert dns.resolv_conf(str(tmp_path / "missing")) == [(socket.AF_INET, "127.0.0.1", 53)]
-    path.write_text("domain example.org\n")
-    assert dns.resolv_conf(str(path)) == [(socket.AF_INET, "127.0.0.1", 53)]
-
-
 def closed_udp_port():
     """A UDP port of 127.0.0.1 nothing listens on (bound, then closed)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

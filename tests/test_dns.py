@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from dnsserver import NSD, FakeServer, answer
+from dnsserver import FakeServer, answer, nsd_fixture
 from qgrey import dns, settings
 
 BIG_TXT = " ".join('"%s"' % ("t%02d" % i * 25) for i in range(8))  # 8 x 75 bytes
@@ -39,11 +39,7 @@ empty   TXT   "x"
 }
 
 
-@pytest.fixture(scope="module")
-def nsd(tmp_path_factory):
-    server = NSD(tmp_path_factory.mktemp("nsd"), ZONES)
-    yield server
-    server.stop()
+nsd = nsd_fixture(ZONES)
 
 
 def resolver(*servers, timeout=2.0):
@@ -241,7 +237,15 @@ def test_resolv_conf(tmp_path):
     assert dns.resolv_conf(str(path)) == [(socket.AF_INET, "192.0.2.1", 53),
                                           (socket.AF_INET6, "2001:db8::53", 53),
                                           (socket.AF_INET, "192.0.2.3", 53)]
+    path.write_text("# comment\nsearch example.org\nnameserver\nnameserver not-an-address\n"
+                    "nameserver 192.0.2.53\nnameserver 2001:db8::53\n"
+                    "nameserver 198.51.100.53\nnameserver 203.0.113.53\n")
+    assert dns.resolv_conf(str(path)) == [(socket.AF_INET, "192.0.2.53", 53),
+                                          (socket.AF_INET6, "2001:db8::53", 53),
+                                          (socket.AF_INET, "198.51.100.53", 53)]
     path.write_text("search example.test\n")
+    assert dns.resolv_conf(str(path)) == [(socket.AF_INET, "127.0.0.1", 53)]
+    path.write_text("domain example.org\n")
     assert dns.resolv_conf(str(path)) == [(socket.AF_INET, "127.0.0.1", 53)]
     assert dns.resolv_conf(str(tmp_path / "missing")) == [(socket.AF_INET, "127.0.0.1", 53)]
     fifo = tmp_path / "fifo"

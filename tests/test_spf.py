@@ -17,6 +17,7 @@ import time
 import pytest
 
 from conftest import unavailable
+from dnsserver import nsd_fixture
 from qgrey import dns, spf
 
 PYSPF = "pyspf==2.0.14"
@@ -387,12 +388,7 @@ SPF_CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def nsd(tmp_path_factory):
-    from dnsserver import NSD
-    server = NSD(tmp_path_factory.mktemp("nsd"), SPF_ZONES)
-    yield server
-    server.stop()
+nsd = nsd_fixture(SPF_ZONES)
 
 
 @pytest.mark.parametrize("args,expected", SPF_CASES, ids=["-".join(c[0][:2]) for c in SPF_CASES])

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from dnsserver import NSD, FakeServer, fixtures
+from dnsserver import FakeServer, fixtures, nsd_fixture
 from test_qmail_smtpd import kit, one_header, server  # noqa: F401  (the harness's fixtures)
 from test_rules_plugin import GREYLISTED, age, check, delayed, header, logged, stored, write
 
@@ -302,11 +302,7 @@ LOOPBACK_ZONES = {
 }
 
 
-@pytest.fixture(scope="module")
-def loopback_nsd(tmp_path_factory):
-    server = NSD(tmp_path_factory.mktemp("nsd-loopback"), LOOPBACK_ZONES)
-    yield server
-    server.stop()
+loopback_nsd = nsd_fixture(LOOPBACK_ZONES, "loopback_nsd")
 
 
 def test_a_trusted_server_through_qmail_smtpd(server, loopback_nsd):
